@@ -1,0 +1,68 @@
+//! The command line: clap definitions, and one module per command group.
+//!
+//! Every command but `daemon` and `completion` is a gRPC client of a daemon, reached through
+//! `-H/--host` (default: the local Unix socket). Output follows the Docker CLI's shape so a
+//! Swarm user finds the columns and words they expect.
+
+mod client;
+mod completion;
+mod info;
+mod output;
+mod version;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub use client::Host;
+
+/// Shoal: run containerized services across a cluster of Linux machines.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, propagate_version = true)]
+pub struct Cli {
+    /// Daemon to talk to: unix:///path/to.sock, a socket path, or tcp://HOST:PORT.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "SHOAL_HOST",
+        global = true,
+        default_value = client::DEFAULT_SOCKET_URL
+    )]
+    pub host: Host,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: the local API, the container engine and, in a cluster, manager or worker.
+    Daemon(crate::daemon::DaemonArgs),
+    /// Show the client's and the daemon's versions.
+    Version(version::VersionArgs),
+    /// Show what the daemon knows about this node.
+    Info(info::InfoArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
+}
+
+/// Runs one command; the exit code is the command's own (e.g. a container's exit status).
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Daemon(args) => crate::daemon::run(args).await?,
+        Command::Version(args) => version::run(&cli.host, args).await?,
+        Command::Info(args) => info::run(&cli.host, args).await?,
+        Command::Completion(args) => completion::run(args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Formats an error chain for people: a gRPC status shows only its message (what the daemon
+/// said), other errors their context chain joined by ": ".
+pub fn render_error(err: &anyhow::Error) -> String {
+    if let Some(status) = err.downcast_ref::<tonic::Status>() {
+        return client::describe_status(status);
+    }
+    format!("{err:#}")
+}

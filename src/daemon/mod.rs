@@ -1,0 +1,125 @@
+//! `shoal daemon`: one node of a Shoal cluster.
+//!
+//! Start-up, in order: take the state directory's lock (one daemon per state dir), load or make
+//! the node's identity, bind the local Unix socket (root only), serve the local gRPC API, and
+//! wait for SIGTERM/SIGINT. Shutdown cancels one token that every part of the daemon watches, so
+//! nothing is left half-running; the socket file is removed on the way out.
+//!
+//! ```text
+//!  shoal CLI --unix socket--> api::DaemonApi (version, info, cluster lifecycle)
+//!                            control API (cluster-wide objects; managers only)
+//! ```
+
+mod addr;
+mod api;
+mod identity;
+mod lock;
+mod socket;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::logging::{self, LogFormat};
+
+pub use api::version_response;
+
+/// How long in-flight calls (such as followed log streams) may hold up shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Flags of `shoal daemon`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Where the node keeps its identity, certificates, Raft log and images.
+    #[arg(long, env = "SHOAL_STATE_DIR", default_value = "/var/lib/shoal")]
+    pub state_dir: PathBuf,
+
+    /// Unix socket of the local API (mode 0600, root only).
+    #[arg(long, default_value = "/run/shoal/shoal.sock")]
+    pub socket: PathBuf,
+
+    /// Address for cluster traffic (managers' Raft and API, workers' sessions): IP[:PORT] or an
+    /// interface name. Used once the node is in a cluster.
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+
+    /// Address other nodes use to reach this one: IP[:PORT] or an interface name. Defaults to the
+    /// listen address, or the address of the default route's interface when that is 0.0.0.0.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+
+    /// Log line format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Runs the daemon until a termination signal arrives.
+pub async fn run(args: DaemonArgs) -> Result<()> {
+    logging::init(args.log_format);
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "shoal daemon must run as root: it creates namespaces, mounts, cgroups and network \
+             interfaces. Start it with `sudo shoal daemon` (or `systemctl start shoal`)"
+        );
+    }
+    let listen_addr = addr::resolve(&args.listen_addr, "--listen-addr")?;
+    let advertise_addr = match &args.advertise_addr {
+        Some(a) => Some(addr::resolve(a, "--advertise-addr")?),
+        None => None,
+    };
+
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create state directory {}", args.state_dir.display()))?;
+    let _lock = lock::StateLock::acquire(&args.state_dir)?;
+    let identity = identity::NodeIdentity::load_or_create(&args.state_dir)?;
+    let listener = socket::bind(&args.socket)?;
+
+    let _span = tracing::info_span!("daemon", node = %identity.node_id).entered();
+    info!(
+        state_dir = %args.state_dir.display(),
+        socket = %args.socket.display(),
+        listen_addr = %listen_addr,
+        "shoal daemon {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let cancel = CancellationToken::new();
+    let api = api::DaemonApi::new(api::DaemonContext {
+        node_id: identity.node_id.clone(),
+        state_dir: args.state_dir.clone(),
+        listen_addr: listen_addr.to_string(),
+        advertise_addr: advertise_addr.map(|a| a.to_string()).unwrap_or_default(),
+    });
+    let server = api::serve(api, listener, cancel.clone());
+    tokio::pin!(server);
+
+    tokio::select! {
+        res = &mut server => {
+            res.context("local API server failed")?;
+        }
+        sig = termination_signal() => {
+            info!("received {}, shutting down", sig?);
+            cancel.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; closing them");
+            }
+        }
+    }
+    socket::remove(&args.socket);
+    info!("shoal daemon stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names the one that came.
+async fn termination_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
