@@ -51,6 +51,10 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub advertise_addr: Option<String>,
 
+    /// Cgroup (in every hierarchy) under which containers' cgroups are made.
+    #[arg(long, default_value = "shoal")]
+    pub cgroup_parent: String,
+
     /// Log line format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
