@@ -6,3 +6,5 @@
 //! depend on shoal-worker or shoal-overlay.
 
 #![forbid(unsafe_code)]
+
+pub mod ca;
