@@ -93,19 +93,24 @@ impl fmt::Display for NodeIdentity {
     }
 }
 
-/// Checks that an ID is safe to put in a subject and to print: IDs come from the model
-/// (base-36 strings) but the rule is kept loose enough for hand-made test IDs.
+/// Characters that would make a printed subject (RFC 4514) ambiguous.
+const DN_SPECIALS: &[u8] = b",+=\"\\<>;#";
+
+/// Checks that an ID is safe to put in a subject and to print: node and cluster IDs come from
+/// the model (base 36), admin certificates carry a free-form name such as `alice@laptop`, so
+/// the rule is "short, printable, no spaces, nothing that reads as subject syntax".
 pub(crate) fn check_id(what: &str, id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_graphic() && !DN_SPECIALS.contains(&b));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{what} {id:?} must be 1 to 64 letters, digits, '-' or '_'"
+            "{what} {id:?} must be 1 to 64 printable ASCII characters, without spaces or any \
+             of , + = \" \\ < > ; #"
         ))
     }
 }

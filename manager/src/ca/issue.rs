@@ -291,6 +291,16 @@ mod tests {
     }
 
     #[test]
+    fn admin_certificates_carry_a_free_form_name() {
+        let ca = root_ca("c1");
+        let csr = Csr::from_pem(&NodeKey::generate().unwrap().csr_pem().unwrap()).unwrap();
+        let id = identity("alice@laptop", Role::Admin, "c1");
+        let issued = ca.issue(&csr, &id, 30 * DAY, SystemTime::now()).unwrap();
+        assert_eq!(issued.info.identity, id);
+        assert!(dns_names(&issued.cert_der).is_empty(), "admins never serve");
+    }
+
+    #[test]
     fn bad_csrs_are_refused_with_the_reason() {
         let err = Csr::from_pem("hello").unwrap_err();
         assert!(

@@ -13,6 +13,7 @@ use tonic::{Request, Status};
 
 use super::incoming::{ConnInfo, PeerIdentity};
 use crate::ca::identity::{NodeIdentity, Role};
+use crate::ca::{CaError, TokenError};
 
 /// The caller of a request, anonymous or not; refuses certificates of another cluster. For
 /// RPCs open to joiners (the CA's issuing RPC), which then decide on the token.
@@ -79,5 +80,30 @@ impl Interceptor for RoleInterceptor {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         require_role(&request, &self.allowed)?;
         Ok(request)
+    }
+}
+
+/// Token problems as RPC errors: a malformed token is the caller's typo, the others are
+/// refusals. The messages already say what to do, so they pass through unchanged.
+impl From<TokenError> for Status {
+    fn from(e: TokenError) -> Status {
+        match e {
+            TokenError::Malformed { .. } => Status::invalid_argument(e.to_string()),
+            TokenError::WrongCluster { .. } | TokenError::InvalidSecret => {
+                Status::permission_denied(e.to_string())
+            }
+        }
+    }
+}
+
+/// CA problems as RPC errors: a bad CSR or request is the caller's, anything else (a broken
+/// stored CA, IO) is the manager's and logged there.
+impl From<CaError> for Status {
+    fn from(e: CaError) -> Status {
+        match e {
+            CaError::BadCsr { .. } | CaError::Pem { .. } => Status::invalid_argument(e.to_string()),
+            CaError::Issue { .. } => Status::failed_precondition(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        }
     }
 }

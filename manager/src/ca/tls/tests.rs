@@ -13,7 +13,12 @@ use std::time::{Duration, SystemTime};
 use rustls::ClientConfig;
 use shoal_proto::daemon_client::DaemonClient;
 use shoal_proto::daemon_server::{Daemon, DaemonServer};
-use shoal_proto::{InfoRequest, InfoResponse, VersionRequest, VersionResponse};
+use shoal_proto::node_ca_client::NodeCaClient;
+use shoal_proto::node_ca_server::{NodeCa, NodeCaServer};
+use shoal_proto::{
+    InfoRequest, InfoResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
+    VersionRequest, VersionResponse,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +27,10 @@ use tonic::{Code, Request, Response, Status};
 
 use super::*;
 use crate::ca::test_support::{creds, creds_for, identity, root_ca, shared_root_ca};
-use crate::ca::{DEFAULT_NODE_CERT_EXPIRY, NodeCredentials, PeerIdentity, RootCa};
+use crate::ca::{
+    CaCert, Csr, DEFAULT_NODE_CERT_EXPIRY, JoinToken, JoinTokens, NodeCredentials, NodeIdentity,
+    NodeKey, PeerIdentity, RootCa,
+};
 
 #[derive(Clone, Default)]
 struct TestDaemon {
@@ -76,11 +84,15 @@ impl TestServer {
 }
 
 async fn serve(tls: &NodeTls) -> TestServer {
-    serve_with(tls, None).await
+    serve_with(tls, None, None).await
 }
 
-/// Serves the test Daemon, optionally wrapped in a role interceptor.
-async fn serve_with(tls: &NodeTls, interceptor: Option<RoleInterceptor>) -> TestServer {
+/// Serves the test Daemon, optionally wrapped in a role interceptor, and optionally a CA.
+async fn serve_with(
+    tls: &NodeTls,
+    interceptor: Option<RoleInterceptor>,
+    ca: Option<TestCa>,
+) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
@@ -91,7 +103,8 @@ async fn serve_with(tls: &NodeTls, interceptor: Option<RoleInterceptor>) -> Test
     let router = match interceptor {
         None => Server::builder().add_service(DaemonServer::new(svc)),
         Some(i) => Server::builder().add_service(DaemonServer::with_interceptor(svc, i)),
-    };
+    }
+    .add_optional_service(ca.map(NodeCaServer::new));
     tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown));
     TestServer {
         addr,
@@ -443,6 +456,7 @@ async fn role_interceptor_guards_a_whole_service() {
     let server = serve_with(
         &manager_tls(&ca, "m1"),
         Some(RoleInterceptor::new(&[Role::Manager])),
+        None,
     )
     .await;
     let worker = NodeTls::new(&creds(&ca, "w1", Role::Worker)).unwrap();
@@ -470,4 +484,117 @@ async fn worker_node_cannot_build_a_server() {
         panic!("a worker certificate must not serve");
     };
     assert!(err.to_string().contains("only managers serve"), "{err}");
+}
+
+/// The CA's issuing RPC as a manager would serve it: open to anonymous callers, the token
+/// decides the role, the CSR gives only the key.
+struct TestCa {
+    ca: Arc<RootCa>,
+    tokens: JoinTokens,
+}
+
+#[tonic::async_trait]
+impl NodeCa for TestCa {
+    async fn issue_node_certificate(
+        &self,
+        req: Request<IssueNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        // Anyone may ask (a joiner has no certificate), but not a node of another cluster.
+        peer(&req)?;
+        let req = req.into_inner();
+        let role = self.tokens.role_for(&JoinToken::parse(&req.token)?)?;
+        let csr_pem = String::from_utf8(req.csr_pem)
+            .map_err(|_| Status::invalid_argument("the CSR is not PEM text"))?;
+        let cluster_id = self.ca.cert().cluster_id().unwrap_or_default().to_string();
+        let id = NodeIdentity {
+            node_id: req.node_id,
+            role,
+            cluster_id: cluster_id.clone(),
+        };
+        let cert = self.ca.issue(
+            &Csr::from_pem(&csr_pem)?,
+            &id,
+            DEFAULT_NODE_CERT_EXPIRY,
+            SystemTime::now(),
+        )?;
+        Ok(Response::new(IssueNodeCertificateResponse {
+            node_id: id.node_id,
+            cluster_id,
+            role: role.node_role().unwrap_or_default() as i32,
+            certificate_pem: cert.cert_pem.into_bytes(),
+            root_ca_pem: self.ca.cert().pem().as_bytes().to_vec(),
+            managers: vec![],
+        }))
+    }
+}
+
+/// What `cluster join` does, up to holding credentials: returns them or the refusal.
+async fn join(addr: SocketAddr, token: &str, node_id: &str) -> Result<NodeCredentials, Status> {
+    let token = JoinToken::parse(token)?;
+    let (config, verifier) = join_client_config(token.ca_digest()).unwrap();
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(TlsConnector::new(config))
+        .await
+        .map_err(|e| Status::unavailable(chain(&e)))?;
+    let key = NodeKey::generate().unwrap();
+    let reply = NodeCaClient::new(channel)
+        .issue_node_certificate(IssueNodeCertificateRequest {
+            token: token.to_string(),
+            csr_pem: key.csr_pem().unwrap().into_bytes(),
+            node_id: node_id.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    // Trust the CA the handshake pinned; the reply's copy must be the same one.
+    let ca = verifier.verified_ca().expect("the handshake pinned the CA");
+    assert_eq!(
+        CaCert::from_pem(std::str::from_utf8(&reply.root_ca_pem).unwrap()).unwrap(),
+        ca
+    );
+    let cert_pem = String::from_utf8(reply.certificate_pem).unwrap();
+    Ok(NodeCredentials::new(ca, &cert_pem, key).unwrap())
+}
+
+#[tokio::test]
+async fn join_flow_gives_the_role_of_the_token_and_a_working_identity() {
+    let ca = Arc::new(root_ca("c1"));
+    let tokens = JoinTokens::generate(ca.cert().digest());
+    let test_ca = TestCa {
+        ca: ca.clone(),
+        tokens: tokens.clone(),
+    };
+    let server = serve_with(&manager_tls(&ca, "m1"), None, Some(test_ca)).await;
+
+    // A worker joins with the worker token and can then call in as itself.
+    let creds = join(server.addr, &tokens.worker.to_string(), "w1")
+        .await
+        .unwrap();
+    assert_eq!(creds.identity(), &identity("w1", Role::Worker, "c1"));
+    let tls = NodeTls::new(&creds).unwrap();
+    let mut c = connect(tls.client_config().unwrap(), server.addr)
+        .await
+        .unwrap();
+    assert_eq!(who(&mut c).await.unwrap(), "worker/w1");
+    assert_eq!(
+        version(&mut c).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // The manager token makes a manager, which can serve.
+    let creds = join(server.addr, &tokens.manager.to_string(), "m2")
+        .await
+        .unwrap();
+    assert_eq!(creds.identity().role, Role::Manager);
+    assert!(NodeTls::new(&creds).unwrap().server_config().is_ok());
+
+    // A rotated (old) secret and a malformed token are refused with what to do.
+    let old = tokens.worker.rotate();
+    let err = join(server.addr, &old.to_string(), "w2").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("rotated"), "{err}");
+    let err = join(server.addr, "SHOAL-1-nope", "w3").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("SHOAL-1-<50 base-36"), "{err}");
 }
