@@ -9,21 +9,29 @@
 use std::sync::Arc;
 
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
 use super::incoming::{ConnInfo, PeerIdentity};
-use crate::ca::identity::{NodeIdentity, Role};
+use crate::ca::identity::Role;
 use crate::ca::{CaError, TokenError};
 
-/// The caller of a request, anonymous or not; refuses certificates of another cluster. For
-/// RPCs open to joiners (the CA's issuing RPC), which then decide on the token.
+/// The caller of a request: anonymous, local or a node; refuses certificates of another
+/// cluster. For RPCs open to joiners (the CA's issuing RPC), which then decide on the token.
 pub fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
-    let info = request.extensions().get::<ConnInfo>().ok_or_else(|| {
-        Status::unauthenticated(
-            "the connection carries no TLS identity; the server must accept connections \
-             through shoal's TLS listener (a server wiring bug)",
-        )
-    })?;
+    let Some(info) = request.extensions().get::<ConnInfo>() else {
+        // Not from the TLS listener: the daemon's Unix socket, or a wiring mistake.
+        return match request.extensions().get::<UdsConnectInfo>() {
+            Some(uds) => Ok(PeerIdentity::Local {
+                uid: uds.peer_cred.map(|c| c.uid()),
+            }),
+            None => Err(Status::unauthenticated(
+                "the connection carries no TLS identity; the server must accept TCP \
+                 connections through shoal's TLS listener (a server wiring bug)",
+            )),
+        };
+    };
     match &info.peer {
         PeerIdentity::Node(id) if id.cluster_id != *info.local_cluster_id => {
             Err(Status::permission_denied(format!(
@@ -36,9 +44,10 @@ pub fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
     }
 }
 
-/// The caller's identity if its certificate has one of `allowed` roles.
-/// No certificate: Unauthenticated; wrong role or cluster: PermissionDenied.
-pub fn require_role<T>(request: &Request<T>, allowed: &[Role]) -> Result<NodeIdentity, Status> {
+/// The caller if its certificate has one of `allowed` roles (never `Anonymous`); the local
+/// Unix-socket caller counts as an admin. No certificate: Unauthenticated; wrong role or
+/// cluster: PermissionDenied. `PeerIdentity::node()` gives the certificate's identity.
+pub fn require_role<T>(request: &Request<T>, allowed: &[Role]) -> Result<PeerIdentity, Status> {
     let names = || {
         allowed
             .iter()
@@ -46,23 +55,30 @@ pub fn require_role<T>(request: &Request<T>, allowed: &[Role]) -> Result<NodeIde
             .collect::<Vec<_>>()
             .join(" or ")
     };
-    match peer(request)? {
-        PeerIdentity::Anonymous => Err(Status::unauthenticated(format!(
-            "this call needs a {} certificate and none was presented; join the cluster first \
-             (or use a client certificate from `shoal cluster ca issue-client`)",
+    let caller = peer(request)?;
+    let role = match &caller {
+        PeerIdentity::Anonymous => {
+            return Err(Status::unauthenticated(format!(
+                "this call needs a {} certificate and none was presented; join the cluster \
+                 first (or use a client certificate from `shoal cluster ca issue-client`)",
+                names()
+            )));
+        }
+        PeerIdentity::Local { .. } => Role::Admin,
+        PeerIdentity::Node(id) => id.role,
+    };
+    if allowed.contains(&role) {
+        Ok(caller)
+    } else {
+        Err(Status::permission_denied(format!(
+            "{caller} may not make this call: it needs a {} certificate",
             names()
-        ))),
-        PeerIdentity::Node(id) if allowed.contains(&id.role) => Ok(id),
-        PeerIdentity::Node(id) => Err(Status::permission_denied(format!(
-            "{} may not make this call: it needs a {} certificate",
-            id,
-            names()
-        ))),
+        )))
     }
 }
 
-/// Applies `require_role` to every call of a service:
-/// `RaftTransportServer::with_interceptor(svc, RoleInterceptor::new(&[Role::Manager]))`.
+/// Applies `require_role` to every call of a service, e.g. Raft (managers only):
+/// `RoleInterceptor::new(&[Role::Manager]).wrap(raft_node.transport_service())`.
 #[derive(Clone, Debug)]
 pub struct RoleInterceptor {
     allowed: Arc<[Role]>,
@@ -73,6 +89,12 @@ impl RoleInterceptor {
         RoleInterceptor {
             allowed: allowed.into(),
         }
+    }
+
+    /// Guards an already built tonic server (one whose inner service is out of reach, such
+    /// as shoal-raft's `transport_service()`); the result goes to `Router::add_service`.
+    pub fn wrap<S>(self, service: S) -> InterceptedService<S, RoleInterceptor> {
+        InterceptedService::new(service, self)
     }
 }
 

@@ -29,11 +29,38 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; beyond this, accepting waits (back-pressure, not failure).
 const MAX_HANDSHAKES: usize = 512;
 
-/// Who called: a node of the cluster, or someone without a certificate (a joiner).
+/// Who called: a node (or admin) of the cluster, someone without a certificate (a joiner),
+/// or the local CLI on the daemon's Unix socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerIdentity {
     Anonymous,
+    /// The Unix socket's caller; the socket's permissions (root only) are its authentication,
+    /// as with Docker's socket, and it acts with admin rights.
+    Local {
+        uid: Option<u32>,
+    },
     Node(NodeIdentity),
+}
+
+impl PeerIdentity {
+    /// The certificate identity, for callers that have one.
+    pub fn node(&self) -> Option<&NodeIdentity> {
+        match self {
+            PeerIdentity::Node(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerIdentity::Anonymous => f.write_str("an anonymous caller"),
+            PeerIdentity::Local { uid: Some(uid) } => write!(f, "the local CLI (uid {uid})"),
+            PeerIdentity::Local { uid: None } => f.write_str("the local CLI"),
+            PeerIdentity::Node(id) => id.fmt(f),
+        }
+    }
 }
 
 /// What tonic puts in every request's extensions for connections from `incoming`.

@@ -45,8 +45,12 @@ impl Daemon for TestDaemon {
     ) -> Result<Response<VersionResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let caller = require_role(&req, &[Role::Manager, Role::Admin])?;
+        let version = match caller.node() {
+            Some(id) => id.node_id.clone(),
+            None => caller.to_string(),
+        };
         Ok(Response::new(VersionResponse {
-            version: caller.node_id,
+            version,
             ..Default::default()
         }))
     }
@@ -55,6 +59,7 @@ impl Daemon for TestDaemon {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let who = match peer(&req)? {
             PeerIdentity::Anonymous => "anonymous".to_string(),
+            PeerIdentity::Local { .. } => "local".to_string(),
             PeerIdentity::Node(id) => format!("{}/{}", id.role, id.node_id),
         };
         Ok(Response::new(InfoResponse {
@@ -102,7 +107,7 @@ async fn serve_with(
     let shutdown = cancel.clone().cancelled_owned();
     let router = match interceptor {
         None => Server::builder().add_service(DaemonServer::new(svc)),
-        Some(i) => Server::builder().add_service(DaemonServer::with_interceptor(svc, i)),
+        Some(i) => Server::builder().add_service(i.wrap(DaemonServer::new(svc))),
     }
     .add_optional_service(ca.map(NodeCaServer::new));
     tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown));
@@ -597,4 +602,48 @@ async fn join_flow_gives_the_role_of_the_token_and_a_working_identity() {
     let err = join(server.addr, "SHOAL-1-nope", "w3").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("SHOAL-1-<50 base-36"), "{err}");
+}
+
+#[tokio::test]
+async fn local_unix_socket_caller_acts_as_admin() {
+    // The daemon's Unix socket: no TLS, the socket's permissions authenticate.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("shoal.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let cancel = CancellationToken::new();
+    let guarded = RoleInterceptor::new(&[Role::Manager]).wrap(NodeCaServer::new(TestCa {
+        ca: Arc::new(root_ca("c1")),
+        tokens: JoinTokens::generate(root_ca("c1").cert().digest()),
+    }));
+    tokio::spawn(
+        Server::builder()
+            .add_service(DaemonServer::new(TestDaemon::default()))
+            .add_service(guarded)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                cancel.clone().cancelled_owned(),
+            ),
+    );
+    let channel = Endpoint::from_static("http://local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut c = DaemonClient::new(channel.clone());
+    assert_eq!(who(&mut c).await.unwrap(), "local");
+    let version = version(&mut c).await.unwrap();
+    assert!(version.starts_with("the local CLI"), "{version}");
+    // Admin rights only: a managers-only service stays closed.
+    let err = NodeCaClient::new(channel)
+        .issue_node_certificate(IssueNodeCertificateRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("the local CLI"), "{err}");
+    cancel.cancel();
 }
