@@ -27,6 +27,9 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     (".shoal.v1.ClusterMembership.state", "membership_state"),
     (".shoal.v1.ClusterMembership.role", "node_role"),
     (".shoal.v1.WatchEvent.action", "watch_action"),
+    (".shoal.v1.ContainerSummary.status", "container_run_state"),
+    (".shoal.v1.ContainerState.status", "container_run_state"),
+    (".shoal.v1.LogEntry.stream", "log_stream"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

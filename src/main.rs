@@ -15,6 +15,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The container supervisor runs before anything else, in particular before a tokio runtime
+    // starts threads: it clones the container process, which needs a single-threaded parent.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("shim") {
+        return shim(&args[2..]);
+    }
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -30,6 +36,27 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {}", cli::render_error(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `shoal shim <container-dir>` (hidden; the daemon runs it): one container's supervisor.
+fn shim(args: &[String]) -> ExitCode {
+    let Some(dir) = args.first() else {
+        eprintln!("usage: shoal shim <container-dir> (run by the daemon, not by hand)");
+        return ExitCode::from(2);
+    };
+    // Its stderr is the container's shim.log.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .init();
+    match shoal_worker::engine::shim::run(std::path::Path::new(dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal shim {dir}: {e}");
             ExitCode::FAILURE
         }
     }

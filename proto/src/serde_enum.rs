@@ -94,3 +94,9 @@ enum_field!(update_state, crate::update_status::State, "STATE_");
 enum_field!(task_state, crate::TaskState, "TASK_STATE_");
 enum_field!(membership_state, crate::cluster_membership::State, "STATE_");
 enum_field!(watch_action, crate::watch_event::Action, "ACTION_");
+enum_field!(
+    container_run_state,
+    crate::ContainerRunState,
+    "CONTAINER_RUN_STATE_"
+);
+enum_field!(log_stream, crate::log_entry::Stream, "STREAM_");

@@ -6,6 +6,8 @@
 
 mod client;
 mod completion;
+mod container;
+mod image;
 mod info;
 mod output;
 mod version;
@@ -45,6 +47,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(completion::CompletionArgs),
+    /// Manage images on this node: import, ls, inspect, rm.
+    Image(image::ImageArgs),
+    /// Manage containers on this node: run, ps, stop, kill, rm, logs, inspect, wait.
+    Container(container::ContainerArgs),
 }
 
 /// Runs one command; the exit code is the command's own (e.g. a container's exit status).
@@ -54,6 +60,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Version(args) => version::run(&cli.host, args).await?,
         Command::Info(args) => info::run(&cli.host, args).await?,
         Command::Completion(args) => completion::run(args),
+        Command::Image(args) => image::run(&cli.host, args).await?,
+        Command::Container(args) => return container::run(&cli.host, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

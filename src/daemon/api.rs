@@ -26,22 +26,31 @@ pub struct DaemonContext {
 
 pub struct DaemonApi {
     ctx: DaemonContext,
+    engine: Option<shoal_worker::engine::LocalEngine>,
 }
 
 impl DaemonApi {
     pub fn new(ctx: DaemonContext) -> DaemonApi {
-        DaemonApi { ctx }
+        DaemonApi { ctx, engine: None }
+    }
+
+    /// The container engine whose figures `info` reports.
+    pub fn with_engine(mut self, engine: shoal_worker::engine::LocalEngine) -> DaemonApi {
+        self.engine = Some(engine);
+        self
     }
 }
 
 /// Serves the local API on `listener` until `cancel` fires.
 pub async fn serve(
     api: DaemonApi,
+    engine: super::engine::EngineApi,
     listener: UnixListener,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(DaemonServer::new(api))
+        .add_service(shoal_proto::engine_server::EngineServer::new(engine))
         .add_service(ControlServer::with_interceptor(NotAManager, not_a_manager))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), cancel.cancelled_owned())
         .await
@@ -86,8 +95,13 @@ impl Daemon for DaemonApi {
             ncpu: host.ncpu,
             memory_bytes: host.memory_bytes,
             cgroup_mode: host.cgroup_mode.as_str().to_string(),
-            // The container engine lands with its own issue; until then it reports nothing.
-            engine: Some(EngineSummary::default()),
+            engine: Some(match &self.engine {
+                Some(e) => {
+                    use shoal_worker::engine::Engine;
+                    e.summary().await.map_err(super::engine::status)?
+                }
+                None => EngineSummary::default(),
+            }),
             listen_addr: self.ctx.listen_addr.clone(),
             advertise_addr: self.ctx.advertise_addr.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),

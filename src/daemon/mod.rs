@@ -12,6 +12,7 @@
 
 mod addr;
 mod api;
+mod engine;
 mod identity;
 mod lock;
 mod socket;
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 use crate::logging::{self, LogFormat};
 
 pub use api::version_response;
+pub use engine::EXIT_CODE_KEY;
 
 /// How long in-flight calls (such as followed log streams) may hold up shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -90,14 +92,33 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
+    // Containers outlive the daemon: opening the engine re-adopts those still running.
+    let engine =
+        shoal_worker::engine::LocalEngine::open(shoal_worker::engine::LocalEngineOptions {
+            state_dir: args.state_dir.clone(),
+            cgroup_parent: args.cgroup_parent.clone(),
+            // Our own binary even if it was replaced on disk since we started.
+            shim_exe: PathBuf::from("/proc/self/exe"),
+            log_max_size: shoal_worker::engine::logs::DEFAULT_MAX_SIZE,
+            log_max_files: shoal_worker::engine::logs::DEFAULT_MAX_FILES,
+        })
+        .await
+        .context("cannot open the container engine")?;
+
     let cancel = CancellationToken::new();
     let api = api::DaemonApi::new(api::DaemonContext {
         node_id: identity.node_id.clone(),
         state_dir: args.state_dir.clone(),
         listen_addr: listen_addr.to_string(),
         advertise_addr: advertise_addr.map(|a| a.to_string()).unwrap_or_default(),
-    });
-    let server = api::serve(api, listener, cancel.clone());
+    })
+    .with_engine(engine.clone());
+    let server = api::serve(
+        api,
+        engine::EngineApi::new(engine),
+        listener,
+        cancel.clone(),
+    );
     tokio::pin!(server);
 
     tokio::select! {

@@ -6,4 +6,5 @@
 
 #![deny(unsafe_code)]
 
+pub mod engine;
 pub mod host;

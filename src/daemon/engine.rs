@@ -1,0 +1,244 @@
+//! The local `Engine` gRPC service: the CLI's `image` and `container` commands, served from the
+//! node's container engine. Thin: each call goes to the engine and its error becomes a status
+//! whose code tells the CLI whose fault it was (and, for a failed start, the exit code Docker
+//! would give, in the `shoal-exit-code` metadata).
+
+use shoal_proto::engine_server::Engine as EngineService;
+use shoal_proto::*;
+use shoal_worker::engine::{
+    ContainerConfig, Engine, EngineError, ImportOptions, LocalEngine, LogOptions,
+};
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Metadata key carrying a failed start's exit code (125, 126, 127).
+pub const EXIT_CODE_KEY: &str = "shoal-exit-code";
+
+pub struct EngineApi {
+    engine: LocalEngine,
+}
+
+impl EngineApi {
+    pub fn new(engine: LocalEngine) -> EngineApi {
+        EngineApi { engine }
+    }
+}
+
+/// Engine errors as gRPC statuses.
+pub fn status(e: EngineError) -> Status {
+    let msg = e.to_string();
+    match e {
+        EngineError::NotFound(_) => Status::not_found(msg),
+        EngineError::InvalidArgument(_) | EngineError::BadArchive(_) => {
+            Status::invalid_argument(msg)
+        }
+        EngineError::Conflict(_) | EngineError::Host(_) => Status::failed_precondition(msg),
+        EngineError::StartFailed { exit_code, .. } => {
+            let mut s = Status::aborted(msg);
+            if let Ok(v) = exit_code.to_string().parse() {
+                s.metadata_mut().insert(EXIT_CODE_KEY, v);
+            }
+            s
+        }
+        EngineError::Io { .. } | EngineError::Internal(_) => Status::internal(msg),
+    }
+}
+
+type LogStream = tonic::codegen::BoxStream<LogEntry>;
+
+#[tonic::async_trait]
+impl EngineService for EngineApi {
+    async fn image_import(
+        &self,
+        request: Request<Streaming<ImageImportChunk>>,
+    ) -> Result<Response<ImageImportResponse>, Status> {
+        let mut stream = request.into_inner();
+        let path = self.engine.upload_path();
+        let mut options = ImageImportOptions::default();
+        let upload = async {
+            let mut file = tokio::fs::File::create(&path).await?;
+            let mut first = true;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                if first {
+                    options = chunk.options.unwrap_or_default();
+                    first = false;
+                }
+                file.write_all(&chunk.data).await?;
+            }
+            file.flush().await?;
+            Ok::<(), std::io::Error>(())
+        };
+        let result = match upload.await {
+            Ok(()) => {
+                let opts = ImportOptions {
+                    tag: (!options.tag.is_empty()).then(|| options.tag.clone()),
+                    rootfs: options.rootfs,
+                };
+                self.engine
+                    .import_image(path.clone(), opts)
+                    .await
+                    .map_err(|e| {
+                        // Name what the user gave, not our temp file.
+                        let source = if options.source.is_empty() {
+                            "the archive"
+                        } else {
+                            &options.source
+                        };
+                        let msg = e.to_string().replace(&path.display().to_string(), source);
+                        status(match e {
+                            EngineError::BadArchive(_) => EngineError::BadArchive(msg),
+                            EngineError::InvalidArgument(_) => EngineError::InvalidArgument(msg),
+                            other => other,
+                        })
+                    })
+            }
+            Err(e) => Err(Status::aborted(format!(
+                "the upload of the archive failed: {e}"
+            ))),
+        };
+        let _ = tokio::fs::remove_file(&path).await;
+        result.map(Response::new)
+    }
+
+    async fn image_list(
+        &self,
+        _: Request<ImageListRequest>,
+    ) -> Result<Response<ImageListResponse>, Status> {
+        let images = self.engine.list_images().await.map_err(status)?;
+        Ok(Response::new(ImageListResponse { images }))
+    }
+
+    async fn image_inspect(
+        &self,
+        request: Request<ImageInspectRequest>,
+    ) -> Result<Response<ImageDetails>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.engine.inspect_image(&r.image).await.map_err(status)?,
+        ))
+    }
+
+    async fn image_remove(
+        &self,
+        request: Request<ImageRemoveRequest>,
+    ) -> Result<Response<ImageRemoveResponse>, Status> {
+        let r = request.into_inner();
+        let out = self
+            .engine
+            .remove_image(&r.image, r.force)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(out))
+    }
+
+    async fn container_create(
+        &self,
+        request: Request<ContainerCreateRequest>,
+    ) -> Result<Response<ContainerCreateResponse>, Status> {
+        let r = request.into_inner();
+        let config = ContainerConfig {
+            name: (!r.name.is_empty()).then_some(r.name),
+            spec: r.spec.unwrap_or_default(),
+            limits: r.limits.unwrap_or_default(),
+            cpu_shares: (r.cpu_shares > 0).then_some(r.cpu_shares),
+            network_namespace: (!r.network_namespace.is_empty()).then_some(r.network_namespace),
+        };
+        let (id, warnings) = self.engine.create_container(config).await.map_err(status)?;
+        Ok(Response::new(ContainerCreateResponse { id, warnings }))
+    }
+
+    async fn container_start(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<ContainerStartResponse>, Status> {
+        let r = request.into_inner();
+        self.engine.start_container(&r.id).await.map_err(status)?;
+        Ok(Response::new(ContainerStartResponse {}))
+    }
+
+    async fn container_stop(
+        &self,
+        request: Request<ContainerStopRequest>,
+    ) -> Result<Response<ContainerStopResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = r.timeout.map(|d| d.to_std());
+        self.engine
+            .stop_container(&r.id, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ContainerStopResponse {}))
+    }
+
+    async fn container_kill(
+        &self,
+        request: Request<ContainerKillRequest>,
+    ) -> Result<Response<ContainerKillResponse>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .kill_container(&r.id, &r.signal)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ContainerKillResponse {}))
+    }
+
+    async fn container_wait(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<ContainerExit>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.engine.wait_container(&r.id).await.map_err(status)?,
+        ))
+    }
+
+    async fn container_remove(
+        &self,
+        request: Request<ContainerRemoveRequest>,
+    ) -> Result<Response<ContainerRemoveResponse>, Status> {
+        let r = request.into_inner();
+        self.engine
+            .remove_container(&r.id, r.force)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ContainerRemoveResponse {}))
+    }
+
+    async fn container_list(
+        &self,
+        request: Request<ContainerListRequest>,
+    ) -> Result<Response<ContainerListResponse>, Status> {
+        let r = request.into_inner();
+        let containers = self.engine.list_containers(r.all).await.map_err(status)?;
+        Ok(Response::new(ContainerListResponse { containers }))
+    }
+
+    async fn container_inspect(
+        &self,
+        request: Request<ContainerRef>,
+    ) -> Result<Response<ContainerDetails>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.engine.inspect_container(&r.id).await.map_err(status)?,
+        ))
+    }
+
+    async fn container_logs(
+        &self,
+        request: Request<ContainerLogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let r = request.into_inner();
+        let options = LogOptions {
+            follow: r.follow,
+            tail: (r.tail >= 0).then_some(r.tail as usize),
+        };
+        let rx = self
+            .engine
+            .container_logs(&r.id, options)
+            .await
+            .map_err(status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map_err(status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
