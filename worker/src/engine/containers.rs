@@ -126,6 +126,18 @@ impl ContainerDir {
     pub fn socket(&self) -> PathBuf {
         self.root.join("shim.sock")
     }
+    /// The socket's path through `/proc/self/fd/<dir fd>`, short enough for sun_path (108
+    /// bytes) however deep the state directory is; valid while `dir_fd` is open.
+    pub fn socket_via(&self, dir_fd: &std::fs::File) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/shim.sock", dir_fd.as_raw_fd()))
+    }
+
+    /// Opens the directory for `socket_via`.
+    pub fn open_dir(&self) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(&self.root)
+    }
+
     pub fn shim_log(&self) -> PathBuf {
         self.root.join("shim.log")
     }

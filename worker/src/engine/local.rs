@@ -444,7 +444,7 @@ fn write_etc_files(
 /// it ended. Also used to re-adopt containers after a daemon restart.
 async fn watch_exit(c: Arc<Container>) {
     loop {
-        if let Ok(mut stream) = UnixStream::connect(c.dir.socket()).await
+        if let Ok(mut stream) = connect_shim(&c.dir).await
             && stream.write_all(b"wait\n").await.is_ok()
         {
             // The reply (or EOF, if the shim dies) only says "look now": state.json has the
@@ -480,6 +480,12 @@ async fn watch_exit(c: Arc<Container>) {
     }
 }
 
+/// Connects to a shim's socket (through the directory's fd: the full path may be too long).
+async fn connect_shim(dir: &ContainerDir) -> std::io::Result<UnixStream> {
+    let fd = dir.open_dir()?;
+    UnixStream::connect(dir.socket_via(&fd)).await
+}
+
 /// Whether the shim named in the state still runs (and is ours, not a reused PID).
 fn shim_alive(state: &StateFile, dir: &Path) -> bool {
     if state.shim_pid <= 0 {
@@ -494,9 +500,7 @@ fn shim_alive(state: &StateFile, dir: &Path) -> bool {
 async fn shim_request(c: &Container, request: &str) -> Result<String> {
     let not_running =
         || EngineError::Conflict(format!("container {} is not running", c.record.name));
-    let mut stream = UnixStream::connect(c.dir.socket())
-        .await
-        .map_err(|_| not_running())?;
+    let mut stream = connect_shim(&c.dir).await.map_err(|_| not_running())?;
     stream
         .write_all(format!("{request}\n").as_bytes())
         .await

@@ -139,9 +139,13 @@ fn start(cdir: &ContainerDir, cfg: &ShimConfig, mask: &SigSet) -> Result<Supervi
     let sigfd = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| EngineError::Host(format!("cannot create signalfd: {e}")))?;
     let _ = std::fs::remove_file(cdir.socket());
-    let listener = UnixListener::bind(cdir.socket())
+    let dir_fd = cdir
+        .open_dir()
+        .map_err(|e| EngineError::io("cannot open", &cdir.root, e))?;
+    let listener = UnixListener::bind(cdir.socket_via(&dir_fd))
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| EngineError::io("cannot bind", &cdir.socket(), e))?;
+    drop(dir_fd);
     let log = LogWriter::open(&cdir.log(), cfg.log_max_size, cfg.log_max_files)
         .map_err(|e| EngineError::io("cannot open", &cdir.log(), e))?;
     let pipe = || {

@@ -518,12 +518,22 @@ fn store_layer(
     report: &mut ImportReport,
 ) -> Result<(Digest, u64)> {
     if store.has_layer(diff_id) {
-        let (blob, _) = HashingReader::new(BufReader::new(
-            File::open(path).map_err(io_err("cannot open", path))?,
-        ))
-        .finish()
-        .map_err(io_err("cannot read", path))?;
+        // Already unpacked from an earlier import; the blob must still decompress to exactly
+        // that layer, or the archive is lying about what it holds.
+        let file = File::open(path).map_err(io_err("cannot open", path))?;
+        let mut blob_hasher = HashingReader::new(BufReader::new(file));
+        let tar_digest = {
+            let decompressed = decompress(BufReader::new(&mut blob_hasher), member)?;
+            HashingReader::new(decompressed)
+                .finish()
+                .map_err(|e| {
+                    EngineError::BadArchive(format!("layer {member} is corrupt or truncated: {e}"))
+                })?
+                .0
+        };
+        let (blob, _) = blob_hasher.finish().map_err(io_err("cannot read", path))?;
         check_blob(&blob, expected, member)?;
+        check_diff_id(&tar_digest, diff_id, member)?;
         store.commit_blob(path, &blob)?;
         return Ok((blob, du(&store.layer_path(diff_id))));
     }
@@ -545,12 +555,7 @@ fn store_layer(
     };
     let (blob, _) = blob_hasher.finish().map_err(io_err("cannot read", path))?;
     check_blob(&blob, expected, member)?;
-    if &tar_digest != diff_id {
-        return Err(EngineError::BadArchive(format!(
-            "digest mismatch for layer {member}: its content hashes to {tar_digest} but the \
-             image config says {diff_id}; the archive is corrupt or was tampered with"
-        )));
-    }
+    check_diff_id(&tar_digest, diff_id, member)?;
     for dev in &stats.skipped_devices {
         report.warnings.push(format!(
             "skipped device node /{dev} in layer {}",
@@ -560,6 +565,16 @@ fn store_layer(
     store.commit_blob(path, &blob)?;
     store.commit_layer(&dest, diff_id)?;
     Ok((blob, stats.size))
+}
+
+fn check_diff_id(got: &Digest, want: &Digest, member: &str) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    Err(EngineError::BadArchive(format!(
+        "digest mismatch for layer {member}: its content hashes to {got} but the image config \
+         says {want}; the archive is corrupt or was tampered with"
+    )))
 }
 
 fn check_blob(got: &Digest, expected: &Option<(Digest, u64)>, member: &str) -> Result<()> {
