@@ -386,6 +386,8 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreateRequest> {
         }),
         network_namespace: a.netns.clone().unwrap_or_default(),
         cpu_shares: a.cpu_shares.unwrap_or(0),
+        // In the foreground the CLI removes the container after reading its exit code.
+        auto_remove: a.rm && a.detach,
     })
 }
 
@@ -419,11 +421,6 @@ fn start_exit_code(status: &tonic::Status) -> u8 {
 }
 
 async fn run_container(client: &mut Client, a: RunArgs) -> Result<ExitCode> {
-    if a.detach && a.rm {
-        bail!(
-            "--rm with -d is not supported yet; remove the container with `shoal container rm` once it exits"
-        );
-    }
     let request = create_request(&a)?;
     let id = match client.container_create(request).await {
         Ok(r) => {

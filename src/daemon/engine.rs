@@ -144,6 +144,7 @@ impl EngineService for EngineApi {
             limits: r.limits.unwrap_or_default(),
             cpu_shares: (r.cpu_shares > 0).then_some(r.cpu_shares),
             network_namespace: (!r.network_namespace.is_empty()).then_some(r.network_namespace),
+            auto_remove: r.auto_remove,
         };
         let (id, warnings) = self.engine.create_container(config).await.map_err(status)?;
         Ok(Response::new(ContainerCreateResponse { id, warnings }))

@@ -250,6 +250,23 @@ fn engine_runs_containers_with_output_and_exit_codes() {
         node.shoal_ok(&["container", "wait", "stubborn"]).trim(),
         "137"
     );
+    // -d --rm: the engine removes it once it exits.
+    node.shoal_ok(&[
+        "container",
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "ephemeral",
+        "test/busybox:oci",
+        "true",
+    ]);
+    wait_for("the --rm container to be removed", LONG, || {
+        (!node
+            .shoal_ok(&["container", "ps", "-a"])
+            .contains("ephemeral"))
+        .then_some(())
+    });
     // A container using an image keeps it.
     let err = node.shoal_err(&["image", "rm", "test/busybox:oci"]);
     assert!(err.contains("used by container"), "{err}");

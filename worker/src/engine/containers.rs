@@ -49,6 +49,9 @@ pub struct ContainerRecord {
     pub healthcheck: Option<HealthConfig>,
     /// cgroup path relative to the hierarchy roots.
     pub cgroup: String,
+    /// Removed by the engine once it has exited.
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 /// What the shim needs besides the runtime spec.

@@ -111,10 +111,13 @@ impl LocalEngine {
             match c.state().status {
                 Status::Running => {
                     tracing::info!(container = %c.record.id, "re-adopting running container");
-                    tokio::spawn(watch_exit(c.clone()));
+                    tokio::spawn(watch_exit(engine.clone(), c.clone()));
                 }
                 Status::Exited | Status::Dead => {
                     c.exit.send_replace(Some(exit_of(&c.state())));
+                    if c.record.auto_remove {
+                        let _ = engine.remove_container(&c.record.id, true).await;
+                    }
                 }
                 Status::Created => {}
             }
@@ -384,6 +387,7 @@ impl Inner {
             stop_grace_ms: built.stop_grace.as_millis() as u64,
             healthcheck: built.healthcheck,
             cgroup,
+            auto_remove: config.auto_remove,
         };
         let state = StateFile::default();
         dir.write_state(&state)?;
@@ -442,7 +446,16 @@ fn write_etc_files(
 
 /// Follows a running container until it exits, through its shim's socket, then records how
 /// it ended. Also used to re-adopt containers after a daemon restart.
-async fn watch_exit(c: Arc<Container>) {
+async fn watch_exit(engine: LocalEngine, c: Arc<Container>) {
+    wait_for_exit(&c).await;
+    if c.record.auto_remove
+        && let Err(e) = engine.remove_container(&c.record.id, true).await
+    {
+        tracing::warn!(container = %c.record.id, error = %e, "cannot auto-remove");
+    }
+}
+
+async fn wait_for_exit(c: &Container) {
     loop {
         if let Ok(mut stream) = connect_shim(&c.dir).await
             && stream.write_all(b"wait\n").await.is_ok()
@@ -678,7 +691,7 @@ impl Engine for LocalEngine {
             });
         }
         c.set_state(state);
-        tokio::spawn(watch_exit(c.clone()));
+        tokio::spawn(watch_exit(self.clone(), c.clone()));
         Ok(())
     }
 

@@ -52,6 +52,8 @@ pub struct ContainerConfig {
     /// A network namespace to join (e.g. the overlay's, for tasks); None: a fresh one with
     /// only loopback.
     pub network_namespace: Option<String>,
+    /// Remove the container once it has exited.
+    pub auto_remove: bool,
 }
 
 /// Options of reading a container's logs.
