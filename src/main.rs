@@ -22,10 +22,14 @@ fn main() -> ExitCode {
         return shim(&args[2..]);
     }
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A CLI command is one call or stream: one thread serves it and starts sooner (it is on the
+    // path of every `container run`); the daemon gets the multi-threaded runtime.
+    let mut builder = if matches!(cli.command, cli::Command::Daemon(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");

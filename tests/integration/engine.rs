@@ -114,6 +114,14 @@ fn remove_all_and_assert_clean(node: &TestNode) {
         Vec::<String>::new(),
         "cgroups left behind"
     );
+    let trash = node.state_dir().join("engine/trash");
+    wait_for("removed containers' files to be deleted", LONG, || {
+        std::fs::read_dir(&trash)
+            .unwrap()
+            .next()
+            .is_none()
+            .then_some(())
+    });
     let cdir = node.state_dir().join("engine/containers");
     let left: Vec<_> = std::fs::read_dir(&cdir)
         .unwrap()

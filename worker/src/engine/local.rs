@@ -146,6 +146,15 @@ impl Inner {
         let images = ImageStore::open(&root.join("images"))?;
         let cdir = root.join("containers");
         std::fs::create_dir_all(&cdir).map_err(io_err("cannot create", &cdir))?;
+        // Removed containers wait here to be deleted; finish what a crash interrupted.
+        let trash = root.join("trash");
+        std::fs::create_dir_all(&trash).map_err(io_err("cannot create", &trash))?;
+        for entry in std::fs::read_dir(&trash)
+            .map_err(io_err("cannot read", &trash))?
+            .flatten()
+        {
+            remove_path(&entry.path());
+        }
         let mut containers = BTreeMap::new();
         for entry in std::fs::read_dir(&cdir)
             .map_err(io_err("cannot read", &cdir))?
@@ -763,12 +772,16 @@ impl Engine for LocalEngine {
             }
         }
         let (dir, cgroup) = (c.dir.root.clone(), c.record.cgroup.clone());
-        blocking(move || {
+        let trash = self.inner.root.join("trash").join(&c.record.id);
+        let trash = blocking(move || {
             // The shim removes the cgroup; this catches a shim that was killed.
             if let Ok(cg) = cgroups::open(&cgroup) {
                 let _ = cg.destroy();
             }
-            std::fs::remove_dir_all(&dir).map_err(io_err("cannot remove", &dir))
+            // One rename makes the container gone for everyone; deleting its files (the upper
+            // layer may be large) happens after the reply.
+            std::fs::rename(&dir, &trash).map_err(io_err("cannot remove", &dir))?;
+            Ok(trash)
         })
         .await?;
         self.inner
@@ -776,6 +789,7 @@ impl Engine for LocalEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&c.record.id);
+        tokio::task::spawn_blocking(move || remove_path(&trash));
         Ok(())
     }
 
