@@ -194,13 +194,23 @@ async fn bind_again(addr: &str) -> TcpListener {
     }
 }
 
-/// Creates a task through `store`, retrying only what certainly did not apply.
+/// Creates a task through `store`, retrying what failed for lack of a leader or with an
+/// uncertain outcome (an object that then already exists was written by the earlier attempt).
 async fn create_task(store: &Store, id: &str) -> u64 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match store.update(|tx| tx.create(task(id))).await {
             Ok(c) => return c.index,
-            Err(StoreError::NoLeader(_)) if tokio::time::Instant::now() < deadline => {}
+            Err(StoreError::AlreadyExists { .. }) => {
+                if let Ok(index) = store.read_barrier().await {
+                    return index;
+                }
+            }
+            Err(StoreError::NoLeader(_) | StoreError::Uncertain(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(e) => panic!("creating {id}: {e}"),
         }
     }
