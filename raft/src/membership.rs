@@ -155,6 +155,21 @@ impl NodeInner {
         }
     }
 
+    /// Waits until the leader has heard from `id` and replicated it up to `index`.
+    async fn wait_caught_up(&self, id: NodeId, index: u64, deadline: Instant) -> Result<(), ()> {
+        loop {
+            let caught_up = self
+                .status()
+                .members
+                .iter()
+                .any(|m: &RaftMember| m.id == id && m.reachable && m.matched_index >= index);
+            if caught_up {
+                return Ok(());
+            }
+            self.pause(deadline).await?;
+        }
+    }
+
     /// Checks and applies a change on this node, which must be the leader.
     pub(crate) async fn change_membership_local(
         &self,
@@ -192,10 +207,20 @@ impl NodeInner {
                     return Err(MembershipError::AlreadyVoter(member.id));
                 }
                 tracing::info!(node = self.id, learner = member.id, addr = %member.addr, "adding learner");
+                let id = member.id;
+                let deadline = Instant::now() + timeout;
                 let add = self
                     .raft
-                    .add_learner(member.id, BasicNode::new(member.addr), true);
-                tokio::time::timeout(timeout, add).await
+                    .add_learner(id, BasicNode::new(member.addr), false);
+                let added = tokio::time::timeout_at(deadline, add).await;
+                if let Ok(Ok(resp)) = &added {
+                    // openraft's own wait can trust replication state left by an earlier
+                    // membership of the same ID: wait for fresh contact and the new entry.
+                    self.wait_caught_up(id, resp.log_id.index, deadline)
+                        .await
+                        .map_err(|_| MembershipError::Timeout(timeout))?;
+                }
+                added
             }
             Change::Promote(id) => {
                 if voters.contains(&id) {
