@@ -4,8 +4,22 @@
 //! rolling updates), allocator, scheduler and dispatcher (worker sessions). It keeps its state in
 //! shoal-raft's Store and talks to workers only through shoal-proto over gRPC: it must never
 //! depend on shoal-worker or shoal-overlay.
+//!
+//! `Manager` wires one manager: the services on its cluster port and the controllers that run
+//! while it leads (`leader`). Each controller is its own module.
 
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod caserver;
+pub mod cluster_spec;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod health;
+pub mod leader;
+pub mod manager;
+pub mod membership;
+pub mod roles;
 pub mod scheduler;
+
+pub use manager::Manager;

@@ -23,6 +23,10 @@ pub use v1::*;
 /// Version of the gRPC API; bumped when a change breaks older clients.
 pub const API_VERSION: u32 = 1;
 
+/// gRPC metadata key carrying the Raft leader's cluster address when a manager that does not
+/// lead refuses a call only the leader serves (worker sessions): callers follow it.
+pub const LEADER_ADDR_METADATA: &str = "shoal-leader-addr";
+
 impl TaskState {
     /// A task in one of these states has stopped for good and will never run again.
     pub fn is_terminal(self) -> bool {

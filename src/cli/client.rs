@@ -73,11 +73,70 @@ pub async fn connect(host: &Host) -> Result<Channel> {
             );
             Ok(channel)
         }
-        Host::Tcp(_) => bail!(
-            "remote daemons (tcp://) need mutual TLS, which arrives with cluster certificates; \
-             for now run the command on the node itself"
-        ),
+        Host::Tcp(addr) => connect_tls(addr).await,
     }
+}
+
+/// The --tls-dir flag, set once at start (commands take only the host).
+static TLS_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub fn set_tls_dir(dir: PathBuf) {
+    let _ = TLS_DIR.set(dir);
+}
+
+fn tls_dir() -> PathBuf {
+    TLS_DIR.get().cloned().unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".shoal")
+    })
+}
+
+/// A manager's cluster port, with the admin certificate from the TLS directory.
+async fn connect_tls(addr: &str) -> Result<Channel> {
+    use anyhow::Context;
+    use shoal_manager::ca::{CaCert, NodeCredentials, NodeKey, NodeTls};
+    let dir = tls_dir();
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).with_context(|| {
+            format!(
+                "cannot read {} for tcp://{addr}: a remote CLI needs a client certificate; make \
+                 one on a manager with `shoal cluster ca issue-client --out DIR` and pass \
+                 --tls-dir DIR (or set SHOAL_CERT_PATH)",
+                dir.join(name).display()
+            )
+        })
+    };
+    let creds = NodeCredentials::new(
+        CaCert::from_pem(&read("ca.pem")?)?,
+        &read("cert.pem")?,
+        NodeKey::from_pem(&read("key.pem")?)?,
+    )?;
+    let connector = NodeTls::new(&creds)?.connector()?;
+    Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(connector)
+        .await
+        .with_context(|| format!("cannot connect to the manager at tcp://{addr}"))
+}
+
+/// Writes a client certificate set (files readable by their owner only).
+pub fn write_client_certs(dir: &std::path::Path, ca: &[u8], cert: &[u8], key: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in [("ca.pem", ca), ("cert.pem", cert), ("key.pem", key)] {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        f.write_all(bytes)?;
+    }
+    Ok(())
 }
 
 fn unreachable_unix(host: &Host, e: &std::io::Error) -> String {

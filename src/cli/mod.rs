@@ -5,11 +5,14 @@
 //! Swarm user finds the columns and words they expect.
 
 mod client;
+mod cluster;
 mod completion;
 mod container;
 mod image;
 mod info;
+mod node;
 mod output;
+mod units;
 mod version;
 
 use std::process::ExitCode;
@@ -33,6 +36,11 @@ pub struct Cli {
     )]
     pub host: Host,
 
+    /// Directory with ca.pem, cert.pem and key.pem for tcp:// hosts (from
+    /// `shoal cluster ca issue-client`).
+    #[arg(long, env = "SHOAL_CERT_PATH", global = true, value_name = "DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +53,12 @@ pub enum Command {
     Version(version::VersionArgs),
     /// Show what the daemon knows about this node.
     Info(info::InfoArgs),
+    /// Create, join and leave a cluster; join tokens, settings and the CA.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Manage the cluster's nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(completion::CompletionArgs),
     /// Manage images on this node: import, ls, inspect, rm.
@@ -55,10 +69,15 @@ pub enum Command {
 
 /// Runs one command; the exit code is the command's own (e.g. a container's exit status).
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(dir) = &cli.tls_dir {
+        client::set_tls_dir(dir.clone());
+    }
     match cli.command {
         Command::Daemon(args) => crate::daemon::run(args).await?,
         Command::Version(args) => version::run(&cli.host, args).await?,
         Command::Info(args) => info::run(&cli.host, args).await?,
+        Command::Cluster(cmd) => cluster::run(&cli.host, cmd).await?,
+        Command::Node(cmd) => node::run(&cli.host, cmd).await?,
         Command::Completion(args) => completion::run(args),
         Command::Image(args) => image::run(&cli.host, args).await?,
         Command::Container(args) => return container::run(&cli.host, args).await,

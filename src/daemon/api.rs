@@ -1,43 +1,30 @@
-//! The node-local gRPC API on the Unix socket: `Daemon` (version, info, cluster lifecycle) and
-//! the cluster-wide `Control` API, which answers only once the node is a manager.
+//! The node-local gRPC API on the Unix socket: `Daemon` (version, info, cluster lifecycle),
+//! plus the manager services (`Control`, `NodeCa`) when this node is a manager.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
-use shoal_proto::control_server::{Control, ControlServer};
 use shoal_proto::daemon_server::{Daemon, DaemonServer};
 use shoal_proto::{
-    ClusterMembership, EngineSummary, InfoRequest, InfoResponse, Platform, VersionRequest,
-    VersionResponse,
+    ClusterInfoRequest, ClusterInfoResponse, ClusterInitRequest, ClusterInitResponse,
+    ClusterJoinRequest, ClusterJoinResponse, ClusterLeaveRequest, ClusterLeaveResponse,
+    InfoRequest, InfoResponse, Platform, VersionRequest, VersionResponse,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// What the local API needs to know about its node.
-#[derive(Debug, Clone)]
-pub struct DaemonContext {
-    pub node_id: String,
-    pub state_dir: PathBuf,
-    pub listen_addr: String,
-    pub advertise_addr: String,
-}
+use super::cluster::Cluster;
 
 pub struct DaemonApi {
-    ctx: DaemonContext,
-    engine: Option<shoal_worker::engine::LocalEngine>,
+    cluster: Arc<Cluster>,
+    engine: shoal_worker::engine::LocalEngine,
 }
 
 impl DaemonApi {
-    pub fn new(ctx: DaemonContext) -> DaemonApi {
-        DaemonApi { ctx, engine: None }
-    }
-
-    /// The container engine whose figures `info` reports.
-    pub fn with_engine(mut self, engine: shoal_worker::engine::LocalEngine) -> DaemonApi {
-        self.engine = Some(engine);
-        self
+    pub fn new(cluster: Arc<Cluster>, engine: shoal_worker::engine::LocalEngine) -> DaemonApi {
+        DaemonApi { cluster, engine }
     }
 }
 
@@ -45,13 +32,15 @@ impl DaemonApi {
 pub async fn serve(
     api: DaemonApi,
     engine: super::engine::EngineApi,
+    cluster: Arc<Cluster>,
     listener: UnixListener,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(DaemonServer::new(api))
         .add_service(shoal_proto::engine_server::EngineServer::new(engine))
-        .add_service(ControlServer::with_interceptor(NotAManager, not_a_manager))
+        .add_service(super::local::control(cluster.clone()))
+        .add_service(super::local::node_ca(cluster))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), cancel.cancelled_owned())
         .await
 }
@@ -81,10 +70,11 @@ impl Daemon for DaemonApi {
         let host = tokio::task::spawn_blocking(shoal_worker::host::HostInfo::detect)
             .await
             .map_err(|e| Status::internal(format!("host detection failed: {e}")))?;
+        let ctx = self.cluster.context();
         Ok(Response::new(InfoResponse {
-            node_id: self.ctx.node_id.clone(),
-            membership: Some(ClusterMembership::default()),
-            state_dir: self.ctx.state_dir.display().to_string(),
+            node_id: self.cluster.node_id(),
+            membership: Some(self.cluster.membership().await),
+            state_dir: ctx.state_dir.display().to_string(),
             hostname: host.hostname,
             kernel_version: host.kernel_version,
             operating_system: host.operating_system,
@@ -95,30 +85,45 @@ impl Daemon for DaemonApi {
             ncpu: host.ncpu,
             memory_bytes: host.memory_bytes,
             cgroup_mode: host.cgroup_mode.as_str().to_string(),
-            engine: Some(match &self.engine {
-                Some(e) => {
-                    use shoal_worker::engine::Engine;
-                    e.summary().await.map_err(super::engine::status)?
-                }
-                None => EngineSummary::default(),
+            engine: Some({
+                use shoal_worker::engine::Engine;
+                self.engine.summary().await.map_err(super::engine::status)?
             }),
-            listen_addr: self.ctx.listen_addr.clone(),
-            advertise_addr: self.ctx.advertise_addr.clone(),
+            listen_addr: ctx.listen_addr.to_string(),
+            advertise_addr: ctx
+                .advertise_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
-}
 
-/// The Control API of a node that is not (yet) a manager. Its calls never reach it: the
-/// interceptor below answers each one with what to do instead.
-struct NotAManager;
+    async fn cluster_init(
+        &self,
+        r: Request<ClusterInitRequest>,
+    ) -> Result<Response<ClusterInitResponse>, Status> {
+        Ok(Response::new(self.cluster.init(r.into_inner()).await?))
+    }
 
-#[tonic::async_trait]
-impl Control for NotAManager {}
+    async fn cluster_join(
+        &self,
+        r: Request<ClusterJoinRequest>,
+    ) -> Result<Response<ClusterJoinResponse>, Status> {
+        Ok(Response::new(self.cluster.join(r.into_inner()).await?))
+    }
 
-fn not_a_manager(_: Request<()>) -> Result<Request<()>, Status> {
-    Err(Status::failed_precondition(
-        "this node is not a cluster manager. Run `shoal cluster init` to make it the first \
-         manager of a new cluster, or run the command on a manager",
-    ))
+    async fn cluster_leave(
+        &self,
+        r: Request<ClusterLeaveRequest>,
+    ) -> Result<Response<ClusterLeaveResponse>, Status> {
+        self.cluster.leave(r.into_inner().force).await?;
+        Ok(Response::new(ClusterLeaveResponse {}))
+    }
+
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Ok(Response::new(self.cluster.info().await?))
+    }
 }

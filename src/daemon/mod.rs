@@ -10,10 +10,12 @@
 //!                            control API (cluster-wide objects; managers only)
 //! ```
 
-mod addr;
+pub mod addr;
 mod api;
+mod cluster;
 mod engine;
 mod identity;
+mod local;
 mod lock;
 mod socket;
 
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::logging::{self, LogFormat};
 
@@ -83,7 +85,20 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let identity = identity::NodeIdentity::load_or_create(&args.state_dir)?;
     let listener = socket::bind(&args.socket)?;
 
-    let _span = tracing::info_span!("daemon", node = %identity.node_id).entered();
+    let span = tracing::info_span!("daemon", node = %identity.node_id);
+    run_node(args, identity, listener, listen_addr, advertise_addr)
+        .instrument(span)
+        .await
+}
+
+/// Everything after the state dir is locked and the socket bound.
+async fn run_node(
+    args: DaemonArgs,
+    identity: identity::NodeIdentity,
+    listener: tokio::net::UnixListener,
+    listen_addr: std::net::SocketAddr,
+    advertise_addr: Option<std::net::SocketAddr>,
+) -> Result<()> {
     info!(
         state_dir = %args.state_dir.display(),
         socket = %args.socket.display(),
@@ -106,16 +121,25 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .context("cannot open the container engine")?;
 
     let cancel = CancellationToken::new();
-    let api = api::DaemonApi::new(api::DaemonContext {
-        node_id: identity.node_id.clone(),
-        state_dir: args.state_dir.clone(),
-        listen_addr: listen_addr.to_string(),
-        advertise_addr: advertise_addr.map(|a| a.to_string()).unwrap_or_default(),
-    })
-    .with_engine(engine.clone());
+    let cluster = cluster::Cluster::new(
+        cluster::NodeContext {
+            state_dir: args.state_dir.clone(),
+            listen_addr,
+            advertise_addr,
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        identity.node_id.clone(),
+    );
+    // A member carries on where it was; a failure here is reported but keeps the local API up
+    // so the node can still be inspected, or made to leave.
+    if let Err(e) = cluster.resume().await {
+        tracing::error!(error = %format!("{e:#}"), "cannot rejoin the cluster after restart");
+    }
+    let api = api::DaemonApi::new(cluster.clone(), engine.clone());
     let server = api::serve(
         api,
         engine::EngineApi::new(engine),
+        cluster.clone(),
         listener,
         cancel.clone(),
     );
@@ -133,6 +157,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
             }
         }
     }
+    cluster.shutdown().await;
     socket::remove(&args.socket);
     info!("shoal daemon stopped");
     Ok(())

@@ -2,6 +2,7 @@
 //! its own address, driven through the real CLI. They need root (namespaces, mounts, cgroups) and
 //! fail loudly without it; CI runs them as root. One test crate with modules keeps link time down.
 
+mod cluster;
 mod engine;
 mod foundation;
 mod harness;

@@ -6,5 +6,6 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod engine;
 pub mod host;

@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 mod cleanup;
+pub mod cluster;
 mod net;
 mod node;
 

@@ -159,6 +159,15 @@ impl TestNode {
             .expect("run shoal CLI")
     }
 
+    /// Runs the CLI inside this node's namespace without pointing it at this node's socket
+    /// (e.g. `-H tcp://MANAGER:2377` from this machine).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(shoal_bin(), args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal CLI")
+    }
+
     /// Runs the CLI and returns stdout; panics with everything useful if it fails.
     pub fn shoal_ok(&self, args: &[&str]) -> String {
         let out = self.shoal(args);
