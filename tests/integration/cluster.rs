@@ -282,10 +282,50 @@ fn killing_the_leader_keeps_the_cluster_answering() {
     ms[2].shoal_ok(&["node", "update", "--label-add", "after=failover", &w1]);
     let inspect = ms[1].shoal_ok(&["node", "inspect", &w1]);
     assert!(inspect.contains("failover"), "{inspect}");
-    // The worker found the new leader.
-    wait_node_ls(&ms[1], "the worker still Ready", |rows| {
-        row(rows, &w1).status == "Ready"
+    // The worker's session moved to a surviving manager, and it stays Ready past the grace
+    // period the new leader gave it.
+    let dead = format!("{}:2377", ms[0].addr());
+    crate::harness::wait_for(
+        "the worker to reconnect elsewhere",
+        crate::harness::cluster::SETTLE,
+        || {
+            let info = ws[0].shoal_ok(&["cluster", "info"]);
+            let line = info
+                .lines()
+                .find(|l| l.starts_with("Session:"))?
+                .to_string();
+            (line.contains("with ") && !line.contains(&dead)).then_some(())
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(row(&node_ls(&ms[1]), &w1).status, "Ready");
+}
+
+#[test]
+fn leaving_a_cluster() {
+    let net = TestNet::new("leave");
+    let (ms, ws) = form(&net, 1, 1);
+    let w1 = node_id(&ws[0]);
+    assert!(ws[0].shoal_ok(&["cluster", "leave"]).contains("left"));
+    assert!(
+        ws[0]
+            .shoal_ok(&["info"])
+            .contains("Cluster:          inactive")
+    );
+    wait_node_ls(&ms[0], "the departed worker Down", |rows| {
+        row(rows, &w1).status == "Down"
     });
+    // The last manager may leave only with --force: it takes the cluster's state with it.
+    let err = ms[0].shoal_err(&["cluster", "leave"]);
+    assert!(
+        err.contains("last manager") && err.contains("--force"),
+        "{err}"
+    );
+    ms[0].shoal_ok(&["cluster", "leave", "--force"]);
+    assert!(!ms[0].state_dir().join("cluster.json").exists());
+    assert!(!ms[0].state_dir().join("certificates").exists());
+    // And a node that left can start a new cluster.
+    init(&ms[0], &[]);
 }
 
 #[test]
