@@ -12,6 +12,7 @@ mod image;
 mod info;
 mod node;
 mod output;
+mod service;
 mod units;
 mod version;
 
@@ -59,6 +60,9 @@ pub enum Command {
     /// Manage the cluster's nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Print a shell completion script (bash, zsh or fish).
     Completion(completion::CompletionArgs),
     /// Manage images on this node: import, ls, inspect, rm.
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info(args) => info::run(&cli.host, args).await?,
         Command::Cluster(cmd) => cluster::run(&cli.host, cmd).await?,
         Command::Node(cmd) => node::run(&cli.host, cmd).await?,
+        Command::Service(cmd) => service::run(&cli.host, cmd).await?,
         Command::Completion(args) => completion::run(args),
         Command::Image(args) => image::run(&cli.host, args).await?,
         Command::Container(args) => return container::run(&cli.host, args).await,
