@@ -10,8 +10,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod ca;
 pub mod caserver;
+pub mod clock;
 pub mod cluster_spec;
 pub mod controlapi;
 pub mod dispatcher;
@@ -19,7 +21,9 @@ pub mod health;
 pub mod leader;
 pub mod manager;
 pub mod membership;
+pub mod orchestrator;
 pub mod roles;
 pub mod scheduler;
+pub mod scheduling;
 
 pub use manager::Manager;

@@ -7,7 +7,7 @@
 //!                       ├─ ManagerMembership  managers only
 //!                       ├─ Dispatcher         nodes (worker or manager certificates)
 //!                       └─ Control            admins and managers (remote CLI)
-//!  leader only: dispatcher loops, manager health, roles (+ orchestration, issue 6)
+//!  leader only: dispatcher loops, manager health, roles, orchestrators, allocator, scheduler
 //! ```
 
 use std::sync::Arc;
@@ -19,14 +19,18 @@ use shoal_proto::node_ca_server::NodeCaServer;
 use shoal_raft::{RaftNode, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::allocator::Allocator;
 use crate::ca::{Role, RoleInterceptor};
 use crate::caserver::CaServer;
+use crate::clock::Clock;
 use crate::controlapi::ControlApi;
 use crate::dispatcher::{Dispatcher, DispatcherService};
 use crate::health::ManagerHealth;
 use crate::leader::{Controller, ControllerFuture, LeadershipListener, supervise};
 use crate::membership::MembershipServer;
+use crate::orchestrator::replicated::ReplicatedOrchestrator;
 use crate::roles::RoleController;
+use crate::scheduling::SchedulerController;
 
 pub struct Manager {
     raft: Arc<RaftNode>,
@@ -86,6 +90,12 @@ impl Manager {
             Arc::new(DispatchController(self.dispatcher.clone())),
             Arc::new(ManagerHealth::new(self.store.clone(), self.raft.clone())),
             Arc::new(RoleController::new(self.store.clone(), self.raft.clone())),
+            Arc::new(ReplicatedOrchestrator::new(
+                self.store.clone(),
+                Clock::System,
+            )),
+            Arc::new(Allocator::new(self.store.clone(), Clock::System)),
+            Arc::new(SchedulerController::new(self.store.clone(), Clock::System)),
         ];
         let listener = Arc::new(DispatcherLeaderAddr(self.dispatcher.clone()));
         supervise(self.raft.clone(), controllers, listener, cancel).await;

@@ -8,7 +8,7 @@
 //! failure with the count of nodes it refused, and `explain` assembles those phrases into the
 //! task's "why pending" message.
 
-use shoal_proto::{NodeAvailability, Task, node_status};
+use shoal_proto::{Node, NodeAvailability, Task, node_status};
 use thiserror::Error;
 
 use super::constraint::{Constraint, ConstraintError, SpreadError, normalize_arch};
@@ -288,4 +288,21 @@ impl Pipeline {
             .collect();
         explain::no_suitable_node(parts)
     }
+}
+
+/// Whether `node` satisfies the task's platforms and constraints, whatever its state,
+/// availability and load: the test a task already placed must keep passing (the constraint
+/// enforcer's), and the one deciding which nodes a global service belongs on.
+pub fn satisfies_placement(task: &Task, node: &Node) -> Result<bool, PlacementError> {
+    let info = NodeInfo::new(node.clone());
+    if PlatformFilter::for_task(task).is_some_and(|f| !f.check(&info)) {
+        return Ok(false);
+    }
+    let placement = task.spec.as_ref().and_then(|s| s.placement.as_ref());
+    for expr in placement.map_or(&[][..], |p| &p.constraints[..]) {
+        if !Constraint::parse(expr)?.matches(node) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

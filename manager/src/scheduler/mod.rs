@@ -37,7 +37,7 @@ pub use constraint::{
     Constraint, ConstraintError, Key, KeyError, Operator, SpreadError, VALID_KEYS,
     parse_constraints, parse_spread,
 };
-pub use filters::{Filter, Pipeline, PlacementError};
+pub use filters::{Filter, Pipeline, PlacementError, satisfies_placement};
 pub use node_info::{Amounts, NodeInfo};
 
 use node_info::task_state;
