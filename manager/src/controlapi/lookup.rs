@@ -1,7 +1,8 @@
 //! Finding objects the way the Docker CLI does: by full ID, then by name (hostname for nodes),
-//! then by a unique ID prefix. Ambiguity is an error that lists the candidates.
+//! then by a unique ID prefix (tasks have no name: ID or prefix). Ambiguity is an error that
+//! lists the candidates.
 
-use shoal_proto::Node;
+use shoal_proto::{Node, Service, Task};
 use shoal_raft::By;
 use tonic::Status;
 
@@ -33,6 +34,58 @@ pub fn resolve_node(view: &impl Read, reference: &str) -> Result<Node, Status> {
             "node",
             reference,
             by_prefix.iter().map(|n| &n.id),
+        )),
+    }
+}
+
+/// The service `reference` names (full ID, name, or unique ID prefix), or why none does.
+pub fn resolve_service(view: &impl Read, reference: &str) -> Result<Service, Status> {
+    if reference.is_empty() {
+        return Err(Status::invalid_argument(
+            "a service ID or name is required (see `shoal service ls`)",
+        ));
+    }
+    if let Some(service) = view.get::<Service>(reference) {
+        return Ok(service);
+    }
+    // Names are unique among services, so a name match is the answer.
+    if let Some(service) = view.find::<Service>(By::Name(reference)).into_iter().next() {
+        return Ok(service);
+    }
+    let by_prefix = view.find::<Service>(By::IdPrefix(reference));
+    match by_prefix.len() {
+        1 => Ok(by_prefix.into_iter().next().unwrap()),
+        0 => Err(Status::not_found(format!(
+            "no such service: {reference} (see `shoal service ls`)"
+        ))),
+        _ => Err(ambiguous(
+            "service",
+            reference,
+            by_prefix.iter().map(|s| &s.id),
+        )),
+    }
+}
+
+/// The task `reference` names (full ID or unique ID prefix), or why none does.
+pub fn resolve_task(view: &impl Read, reference: &str) -> Result<Task, Status> {
+    if reference.is_empty() {
+        return Err(Status::invalid_argument(
+            "a task ID is required (see `shoal service ps SERVICE`)",
+        ));
+    }
+    if let Some(task) = view.get::<Task>(reference) {
+        return Ok(task);
+    }
+    let by_prefix = view.find::<Task>(By::IdPrefix(reference));
+    match by_prefix.len() {
+        1 => Ok(by_prefix.into_iter().next().unwrap()),
+        0 => Err(Status::not_found(format!(
+            "no such task: {reference} (see `shoal service ps SERVICE`)"
+        ))),
+        _ => Err(ambiguous(
+            "task",
+            reference,
+            by_prefix.iter().map(|t| &t.id),
         )),
     }
 }

@@ -9,7 +9,13 @@ mod cluster;
 mod lookup;
 mod nodes;
 mod read;
+mod services;
+mod tasks;
+pub mod validate;
 mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use shoal_proto::control_server::Control;
 use shoal_proto::*;
@@ -17,7 +23,7 @@ use shoal_raft::{Store, StoreError};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-pub use lookup::resolve_node;
+pub use lookup::{resolve_node, resolve_service, resolve_task};
 pub use read::Read;
 
 /// The Control API over a Store.
@@ -105,6 +111,72 @@ impl Control for ControlApi {
     ) -> Result<Response<RemoveNodeResponse>, Status> {
         nodes::remove(&self.store, r.into_inner()).await?;
         Ok(Response::new(RemoveNodeResponse {}))
+    }
+
+    async fn get_service(
+        &self,
+        r: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        let service = self
+            .store
+            .view(|v| resolve_service(v, &r.get_ref().service_id))?;
+        Ok(Response::new(GetServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        r: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let filters = r.into_inner().filters.unwrap_or_default();
+        let services = self.store.view(|v| services::list(v, &filters));
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn create_service(
+        &self,
+        r: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        let service = services::create(&self.store, r.into_inner()).await?;
+        Ok(Response::new(CreateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        r: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        let service = services::update(&self.store, r.into_inner()).await?;
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        r: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        services::remove(&self.store, r.into_inner()).await?;
+        Ok(Response::new(RemoveServiceResponse {}))
+    }
+
+    async fn get_task(
+        &self,
+        r: Request<GetTaskRequest>,
+    ) -> Result<Response<GetTaskResponse>, Status> {
+        let task = self.store.view(|v| resolve_task(v, &r.get_ref().task_id))?;
+        Ok(Response::new(GetTaskResponse { task: Some(task) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        r: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let filters = r.into_inner().filters.unwrap_or_default();
+        let tasks = self.store.view(|v| tasks::list(v, &filters));
+        Ok(Response::new(ListTasksResponse { tasks }))
     }
 
     async fn get_cluster(
