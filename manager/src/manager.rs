@@ -29,6 +29,7 @@ use crate::health::ManagerHealth;
 use crate::leader::{Controller, ControllerFuture, LeadershipListener, supervise};
 use crate::membership::MembershipServer;
 use crate::orchestrator::replicated::ReplicatedOrchestrator;
+use crate::orchestrator::restart::RestartSupervisor;
 use crate::roles::RoleController;
 use crate::scheduling::SchedulerController;
 
@@ -94,6 +95,7 @@ impl Manager {
                 self.store.clone(),
                 Clock::System,
             )),
+            Arc::new(RestartSupervisor::new(self.store.clone(), Clock::System)),
             Arc::new(Allocator::new(self.store.clone(), Clock::System)),
             Arc::new(SchedulerController::new(self.store.clone(), Clock::System)),
         ];

@@ -19,6 +19,7 @@
 //! `service ps` until the reaper deletes it.
 
 pub mod replicated;
+pub mod restart;
 
 #[cfg(test)]
 pub(crate) mod testutil;
