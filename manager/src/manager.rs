@@ -28,8 +28,11 @@ use crate::dispatcher::{Dispatcher, DispatcherService};
 use crate::health::ManagerHealth;
 use crate::leader::{Controller, ControllerFuture, LeadershipListener, supervise};
 use crate::membership::MembershipServer;
+use crate::orchestrator::constraintenforcer::ConstraintEnforcer;
+use crate::orchestrator::global::GlobalOrchestrator;
 use crate::orchestrator::replicated::ReplicatedOrchestrator;
 use crate::orchestrator::restart::RestartSupervisor;
+use crate::orchestrator::taskreaper::TaskReaper;
 use crate::roles::RoleController;
 use crate::scheduling::SchedulerController;
 
@@ -95,7 +98,10 @@ impl Manager {
                 self.store.clone(),
                 Clock::System,
             )),
+            Arc::new(GlobalOrchestrator::new(self.store.clone(), Clock::System)),
             Arc::new(RestartSupervisor::new(self.store.clone(), Clock::System)),
+            Arc::new(ConstraintEnforcer::new(self.store.clone(), Clock::System)),
+            Arc::new(TaskReaper::new(self.store.clone())),
             Arc::new(Allocator::new(self.store.clone(), Clock::System)),
             Arc::new(SchedulerController::new(self.store.clone(), Clock::System)),
         ];

@@ -18,8 +18,11 @@
 //! the same transaction, so the slot is never seen empty. A retired task is history, kept for
 //! `service ps` until the reaper deletes it.
 
+pub mod constraintenforcer;
+pub mod global;
 pub mod replicated;
 pub mod restart;
+pub mod taskreaper;
 
 #[cfg(test)]
 pub(crate) mod testutil;
