@@ -25,6 +25,8 @@ pub mod restart;
 pub mod taskreaper;
 
 #[cfg(test)]
+mod tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 use std::future::Future;
