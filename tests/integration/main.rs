@@ -7,3 +7,4 @@ mod engine;
 mod foundation;
 mod harness;
 mod images;
+mod orchestration;

@@ -1,0 +1,93 @@
+//! The manager side of services with real daemons: the leader's orchestrator, allocator and
+//! scheduler turn a created service into tasks placed on nodes, follow scaling, global mode and
+//! drain. It checks placement only (where tasks go and which are meant to run), not containers
+//! running, so it holds whatever the workers do with their assignments.
+
+use crate::harness::cluster::{SETTLE, init, join, node_id, wait_node_ls};
+use crate::harness::{TestNet, TestNode, wait_for};
+
+/// The tasks of `service` that are meant to run (desired RUNNING), as (task ID, node ID).
+fn live(m: &TestNode, service: &str) -> Vec<(String, String)> {
+    let out = m.shoal_ok(&["service", "ps", "--format", "json", service]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).expect("ps --format json");
+    tasks
+        .iter()
+        .filter(|t| t["desired_state"] == "running")
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("node_id"))
+        })
+        .collect()
+}
+
+/// Waits until the live tasks of `service` are all placed and their nodes, sorted, are `want`.
+fn wait_placed(m: &TestNode, service: &str, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    wait_for(
+        &format!("{service}'s tasks placed on {want:?}"),
+        SETTLE,
+        || {
+            let mut nodes: Vec<String> = live(m, service).into_iter().map(|(_, n)| n).collect();
+            nodes.sort();
+            (nodes == want).then_some(())
+        },
+    );
+}
+
+#[test]
+fn services_are_placed_scaled_and_drained() {
+    let net = TestNet::new("orch");
+    let mut m = net.node("m1");
+    let mut w = net.node("w1");
+    m.start(&[]);
+    w.start(&[]);
+    let (worker_token, _) = init(&m, &[]);
+    join(&w, &worker_token, &m);
+    wait_node_ls(&m, "both nodes Ready", |rows| {
+        rows.len() == 2 && rows.iter().all(|r| r.status == "Ready")
+    });
+    let (mid, wid) = (node_id(&m), node_id(&w));
+
+    // Three replicas spread over both nodes.
+    m.shoal_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "busybox",
+    ]);
+    wait_for("web's 3 tasks placed on both nodes", SETTLE, || {
+        let tasks = live(&m, "web");
+        let on = |n: &str| tasks.iter().filter(|(_, t)| t == n).count();
+        (tasks.len() == 3 && on(&mid) + on(&wid) == 3 && on(&mid) >= 1 && on(&wid) >= 1)
+            .then_some(())
+    });
+
+    // A global service: one task per node.
+    m.shoal_ok(&[
+        "service", "create", "--detach", "--name", "agent", "--mode", "global", "busybox",
+    ]);
+    wait_placed(&m, "agent", &[&mid, &wid]);
+
+    // Scale down to one.
+    m.shoal_ok(&["service", "scale", "--detach", "web=1"]);
+    wait_for("web scaled to 1", SETTLE, || {
+        (live(&m, "web").len() == 1).then_some(())
+    });
+
+    // Drain the worker: everything leaves it.
+    m.shoal_ok(&["node", "update", "--availability", "drain", &wid]);
+    wait_placed(&m, "web", &[&mid]);
+    wait_placed(&m, "agent", &[&mid]);
+
+    // Removing the services leaves nothing meant to run.
+    m.shoal_ok(&["service", "rm", "web", "agent"]);
+    wait_for("services removed", SETTLE, || {
+        let out = m.shoal_ok(&["service", "ls", "-q"]);
+        out.trim().is_empty().then_some(())
+    });
+}
