@@ -91,3 +91,46 @@ fn services_are_placed_scaled_and_drained() {
         out.trim().is_empty().then_some(())
     });
 }
+
+#[test]
+fn tasks_of_a_lost_node_are_replaced_at_once() {
+    let net = TestNet::new("orch-loss");
+    let mut m = net.node("m1");
+    let mut w1 = net.node("w1");
+    let mut w2 = net.node("w2");
+    for n in [&mut m, &mut w1, &mut w2] {
+        n.start(&[]);
+    }
+    let (worker_token, _) = init(&m, &[]);
+    join(&w1, &worker_token, &m);
+    join(&w2, &worker_token, &m);
+    wait_node_ls(&m, "three nodes Ready", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r.status == "Ready")
+    });
+    let (w1id, w2id) = (node_id(&w1), node_id(&w2));
+    // Kept off the manager, so the lost worker's tasks have exactly one place to go.
+    m.shoal_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "4",
+        "--constraint",
+        "node.role==worker",
+        "busybox",
+    ]);
+    wait_placed(&m, "web", &[&w1id, &w1id, &w2id, &w2id]);
+    let before: Vec<String> = live(&m, "web").into_iter().map(|(id, _)| id).collect();
+
+    // w2 dies: once it is marked down (3 missed 1 s heartbeats), its two tasks are replaced on
+    // w1 in the same slots, without waiting for a restart delay.
+    w2.kill();
+    wait_node_ls(&m, "w2 Down", |rows| {
+        rows.iter().any(|r| r.id == w2id && r.status == "Down")
+    });
+    wait_placed(&m, "web", &[&w1id, &w1id, &w1id, &w1id]);
+    let after: Vec<String> = live(&m, "web").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(after.iter().filter(|id| before.contains(id)).count(), 2);
+}
