@@ -26,6 +26,38 @@ pub fn container_resolv_conf() -> String {
     for_container(&pick_host_file(&host, upstream.as_deref()))
 }
 
+/// [`container_resolv_conf`] as the engine's `ContainerSpec::dns_config`, which the engine
+/// writes to the container's /etc/resolv.conf: set it on bridged containers and tasks whose
+/// spec has none. Blocking, like [`container_resolv_conf`].
+pub fn container_dns_config() -> shoal_proto::DnsConfig {
+    dns_config_of(&container_resolv_conf())
+}
+
+/// Nameservers, search domains and options of a resolv.conf (`domain` counts as a search
+/// domain when there is no `search` line, as the resolver reads it).
+pub fn dns_config_of(conf: &str) -> shoal_proto::DnsConfig {
+    let mut out = shoal_proto::DnsConfig::default();
+    let mut domain = Vec::new();
+    for line in conf.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(key), rest) = (words.next(), words) else {
+            continue;
+        };
+        match key {
+            "nameserver" => out.nameservers.extend(rest.take(1).map(str::to_string)),
+            // The last search line wins, as in the resolver.
+            "search" => out.search = rest.map(str::to_string).collect(),
+            "domain" => domain = rest.take(1).map(str::to_string).collect(),
+            "options" => out.options.extend(rest.map(str::to_string)),
+            _ => {}
+        }
+    }
+    if out.search.is_empty() {
+        out.search = domain;
+    }
+    out
+}
+
 /// The host's file, or systemd-resolved's upstream list when the host's names only the stub
 /// resolver (127.0.0.53), as Docker does.
 pub fn pick_host_file(host: &str, resolved_upstream: Option<&str>) -> String {
@@ -119,6 +151,20 @@ mod tests {
         // A host with a real server besides the stub keeps its own file.
         let mixed = "nameserver 127.0.0.53\nnameserver 10.0.0.2\n";
         assert_eq!(pick_host_file(mixed, Some(upstream)), mixed);
+    }
+
+    #[test]
+    fn dns_config_carries_servers_search_and_options() {
+        let c = dns_config_of(
+            "# x\nnameserver 10.0.0.2\ndomain corp\nnameserver 10.0.0.3\n\
+             options ndots:2\noptions edns0\n",
+        );
+        assert_eq!(c.nameservers, ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(c.search, ["corp"]);
+        assert_eq!(c.options, ["ndots:2", "edns0"]);
+        let c = dns_config_of(&for_container("nameserver 127.0.0.53\nsearch a b\n"));
+        assert_eq!(c.nameservers, FALLBACK_NAMESERVERS);
+        assert_eq!(c.search, ["a", "b"]);
     }
 
     #[test]

@@ -109,8 +109,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub ulimit: Vec<String>,
     /// Join this network namespace (a path, e.g. /run/netns/x) instead of a fresh one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "network")]
     pub netns: Option<String>,
+    /// none: loopback only; bridge: an address on the node-local bridge (shoal0), with
+    /// outbound NAT, as Docker's default bridge.
+    #[arg(long, value_parser = ["none", "bridge"], default_value = "none")]
+    pub network: String,
     pub image: String,
     /// Command and arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -388,6 +392,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreateRequest> {
         cpu_shares: a.cpu_shares.unwrap_or(0),
         // In the foreground the CLI removes the container after reading its exit code.
         auto_remove: a.rm && a.detach,
+        network: a.network.clone(),
     })
 }
 
@@ -645,6 +650,7 @@ mod tests {
             cap_drop: vec![],
             ulimit: vec!["nofile=10:20".into()],
             netns: None,
+            network: "bridge".into(),
             image: "busybox".into(),
             command: vec!["true".into()],
         };
@@ -660,6 +666,7 @@ mod tests {
         assert_eq!(spec.mounts[1].tmpfs_size_bytes, 1 << 20);
         assert_eq!(spec.ulimits[0].hard, 20);
         assert_eq!(spec.args, vec!["true"]);
+        assert_eq!(r.network, "bridge");
         let bad = RunArgs {
             volume: vec!["data:/mnt".into()],
             ..a

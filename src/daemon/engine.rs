@@ -3,6 +3,8 @@
 //! whose code tells the CLI whose fault it was (and, for a failed start, the exit code Docker
 //! would give, in the `shoal-exit-code` metadata).
 
+use std::sync::Arc;
+
 use shoal_proto::engine_server::Engine as EngineService;
 use shoal_proto::*;
 use shoal_worker::engine::{
@@ -12,16 +14,19 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::network::{ContainerNetworks, Mode};
+
 /// Metadata key carrying a failed start's exit code (125, 126, 127).
 pub const EXIT_CODE_KEY: &str = "shoal-exit-code";
 
 pub struct EngineApi {
     engine: LocalEngine,
+    networks: Arc<ContainerNetworks>,
 }
 
 impl EngineApi {
-    pub fn new(engine: LocalEngine) -> EngineApi {
-        EngineApi { engine }
+    pub fn new(engine: LocalEngine, networks: Arc<ContainerNetworks>) -> EngineApi {
+        EngineApi { engine, networks }
     }
 }
 
@@ -138,7 +143,7 @@ impl EngineService for EngineApi {
         request: Request<ContainerCreateRequest>,
     ) -> Result<Response<ContainerCreateResponse>, Status> {
         let r = request.into_inner();
-        let config = ContainerConfig {
+        let mut config = ContainerConfig {
             name: (!r.name.is_empty()).then_some(r.name),
             spec: r.spec.unwrap_or_default(),
             limits: r.limits.unwrap_or_default(),
@@ -146,7 +151,29 @@ impl EngineService for EngineApi {
             network_namespace: (!r.network_namespace.is_empty()).then_some(r.network_namespace),
             auto_remove: r.auto_remove,
         };
-        let (id, warnings) = self.engine.create_container(config).await.map_err(status)?;
+        if Mode::parse(&r.network)? == Mode::None {
+            let (id, warnings) = self.engine.create_container(config).await.map_err(status)?;
+            return Ok(Response::new(ContainerCreateResponse { id, warnings }));
+        }
+        if config.network_namespace.is_some() {
+            return Err(Status::invalid_argument(
+                "--network bridge gives the container a namespace of its own; it cannot be \
+                 combined with --netns",
+            ));
+        }
+        let (key, attachment) = self.networks.attach_new().await?;
+        config.network_namespace = Some(attachment.netns_path.display().to_string());
+        // The host's resolvers as a container behind the NAT can reach them.
+        if config.spec.dns_config.is_none() {
+            config.spec.dns_config =
+                tokio::task::spawn_blocking(shoal_overlay::resolv::container_dns_config)
+                    .await
+                    .ok();
+        }
+        let created = self.engine.create_container(config).await;
+        self.networks.created(&key, created.is_ok()).await;
+        let (id, warnings) = created.map_err(status)?;
+        tracing::debug!(container = %id, key, address = %attachment.address, "bridged container");
         Ok(Response::new(ContainerCreateResponse { id, warnings }))
     }
 
@@ -199,10 +226,18 @@ impl EngineService for EngineApi {
         request: Request<ContainerRemoveRequest>,
     ) -> Result<Response<ContainerRemoveResponse>, Status> {
         let r = request.into_inner();
+        // Which attachment it had, while its record is still there to say.
+        let key = match self.engine.inspect_container(&r.id).await {
+            Ok(d) => self.networks.key_of(&d.network_namespace),
+            Err(_) => None,
+        };
         self.engine
             .remove_container(&r.id, r.force)
             .await
             .map_err(status)?;
+        if let Some(key) = key {
+            self.networks.release(&key).await;
+        }
         Ok(Response::new(ContainerRemoveResponse {}))
     }
 

@@ -17,6 +17,7 @@ mod engine;
 mod identity;
 mod local;
 mod lock;
+mod network;
 mod socket;
 
 use std::path::PathBuf;
@@ -62,6 +63,11 @@ pub struct DaemonArgs {
     /// Log line format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Subnet of the node-local bridge (shoal0) that bridged containers and tasks get addresses
+    /// from; the bridge takes the first address. Must not overlap the host's networks.
+    #[arg(long, default_value = shoal_overlay::DEFAULT_SUBNET)]
+    pub bridge_subnet: shoal_overlay::Subnet,
 }
 
 /// Runs the daemon until a termination signal arrives.
@@ -121,6 +127,17 @@ async fn run_node(
         .context("cannot open the container engine")?;
 
     let cancel = CancellationToken::new();
+    // One bridge network for the node, made on first use (local containers and tasks share it).
+    let bridge = shoal_overlay::LazyBridgeNetworks::new(network::bridge_config(
+        &args.state_dir,
+        &args.socket,
+        args.bridge_subnet,
+    ));
+    let container_networks = std::sync::Arc::new(network::ContainerNetworks::new(bridge.clone()));
+    tokio::spawn({
+        let (nets, engine, cancel) = (container_networks.clone(), engine.clone(), cancel.clone());
+        async move { nets.run_sweeper(engine, cancel).await }
+    });
     let cluster = cluster::Cluster::new(
         cluster::NodeContext {
             state_dir: args.state_dir.clone(),
@@ -138,7 +155,7 @@ async fn run_node(
     let api = api::DaemonApi::new(cluster.clone(), engine.clone());
     let server = api::serve(
         api,
-        engine::EngineApi::new(engine),
+        engine::EngineApi::new(engine, container_networks),
         cluster.clone(),
         listener,
         cancel.clone(),

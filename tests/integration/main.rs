@@ -7,4 +7,5 @@ mod engine;
 mod foundation;
 mod harness;
 mod images;
+mod network;
 mod orchestration;
