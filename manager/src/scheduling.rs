@@ -260,4 +260,41 @@ mod tests {
         wait_for(|| states(&store, &svc) == vec![TaskState::Assigned; 2]).await;
         assert!(live_tasks(&store, &svc).iter().all(|t| t.node_id == n));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn places_a_waiting_task_when_capacity_frees() {
+        let store = Store::in_memory();
+        let clock = clock();
+        add_node(&store, "one", &[]).await; // 4 CPUs
+        let mut s = spec("big", replicated(2));
+        s.task.as_mut().unwrap().resources = Some(shoal_proto::ResourceRequirements {
+            reservations: Some(shoal_proto::Resources {
+                nano_cpus: 3_000_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let svc = create_service_spec(&store, s).await;
+        let _c = pipeline(&store);
+        wait_for(|| {
+            let mut st = states(&store, &svc);
+            st.sort();
+            st == vec![TaskState::Pending, TaskState::Assigned]
+                && live_tasks(&store, &svc)
+                    .iter()
+                    .any(|t| t.status.as_ref().unwrap().message.contains("CPU"))
+        })
+        .await;
+        // The assigned task ends (and nothing restarts it here): the other one takes its place.
+        let placed = (live_tasks(&store, &svc).into_iter())
+            .find(|t| observed(t) == TaskState::Assigned)
+            .unwrap();
+        report(&store, &placed.id, TaskState::Failed, 1, &clock).await;
+        wait_for(|| {
+            live_tasks(&store, &svc)
+                .iter()
+                .any(|t| t.id != placed.id && observed(t) == TaskState::Assigned)
+        })
+        .await;
+    }
 }

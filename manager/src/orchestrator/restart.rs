@@ -434,4 +434,45 @@ mod tests {
         assert_eq!(old.desired_state(), TaskState::Shutdown);
         assert!(!fills_slot(&old));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn global_tasks_restart_on_their_node_and_removed_nodes_count_as_lost() {
+        let store = Store::in_memory();
+        let clock = clock();
+        let a = add_node(&store, "a", &[]).await;
+        let agent = create_service(&store, "agent", global()).await;
+        let web = create_service(&store, "web", replicated(1)).await;
+        let _r = [
+            spawn(ReplicatedOrchestrator::new(store.clone(), clock.clone())),
+            spawn(crate::orchestrator::global::GlobalOrchestrator::new(
+                store.clone(),
+                clock.clone(),
+            )),
+            spawn(RestartSupervisor::new(store.clone(), clock.clone())),
+        ];
+        wait_for(|| live_tasks(&store, &agent).len() == 1 && live_tasks(&store, &web).len() == 1)
+            .await;
+        let g = the_task(&store, &agent);
+        report(&store, &g.id, TaskState::Failed, 1, &clock).await;
+        wait_for(|| the_task(&store, &agent).id != g.id).await;
+        let g2 = the_task(&store, &agent);
+        assert_eq!((g2.node_id.as_str(), g2.slot), (a.as_str(), 0));
+
+        // The replicated task runs on a, then a is removed from the cluster.
+        let t = the_task(&store, &web);
+        store
+            .update(|tx| {
+                let mut t = tx.get::<Task>(&t.id).unwrap();
+                t.node_id = a.clone();
+                tx.update(t)
+            })
+            .await
+            .unwrap();
+        report(&store, &t.id, TaskState::Running, 0, &clock).await;
+        store.update(|tx| tx.delete::<Node>(&a)).await.unwrap();
+        wait_for(|| the_task(&store, &web).id != t.id).await;
+        assert!(the_task(&store, &web).node_id.is_empty());
+        // The global service has no node left to run on.
+        wait_for(|| live_tasks(&store, &agent).is_empty()).await;
+    }
 }
