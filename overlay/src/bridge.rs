@@ -109,6 +109,27 @@ pub(crate) struct Bridge<H> {
     config: BridgeConfig,
     ipam: Arc<Mutex<IpamStore>>,
     locks: KeyLocks,
+    /// Held while open: a second instance over the same state (in this process or another)
+    /// would keep its own copy of the address book and overwrite this one's.
+    _owner: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the state directory for this instance alone.
+fn own_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("ipam.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        NetworkError::Conflict(format!(
+            "the bridge network's state {} is already in use by another instance; a daemon \
+             must share one handle (LazyBridgeNetworks is Clone) between its users",
+            dir.display()
+        ))
+    })
 }
 
 impl<H: NetHost> Bridge<H> {
@@ -120,6 +141,7 @@ impl<H: NetHost> Bridge<H> {
                 .await
                 .map_err(io_err("create directory", dir))?;
         }
+        let owner = own_state_dir(&config.state_dir)?;
         let (path, subnet) = (config.ipam_path(), config.subnet);
         let store = tokio::task::spawn_blocking(move || IpamStore::open(path, subnet))
             .await
@@ -131,6 +153,7 @@ impl<H: NetHost> Bridge<H> {
             config,
             ipam: Arc::new(Mutex::new(store)),
             locks: KeyLocks::default(),
+            _owner: owner,
         })
     }
 
@@ -512,8 +535,27 @@ mod tests {
         }
         assert_eq!(addrs.len(), 50);
         // All 50 are on disk.
+        drop(b);
         let reopened = open(dir.path(), &host).await;
         assert_eq!(reopened.keys().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn one_instance_at_a_time_owns_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(FakeHost::default());
+        let first = open(dir.path(), &host).await;
+        let e = Bridge::open(config(dir.path(), "172.29.0.0/16"), host.clone())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("already in use") && e.contains("share one handle"),
+            "{e}"
+        );
+        drop(first);
+        open(dir.path(), &host).await;
     }
 
     #[tokio::test]

@@ -22,6 +22,15 @@ struct Inner {
     cell: OnceCell<BridgeNetworks>,
 }
 
+impl std::fmt::Debug for LazyBridgeNetworks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyBridgeNetworks")
+            .field("config", &self.inner.config)
+            .field("opened", &self.opened().is_some())
+            .finish()
+    }
+}
+
 impl LazyBridgeNetworks {
     pub fn new(config: BridgeConfig) -> LazyBridgeNetworks {
         LazyBridgeNetworks {

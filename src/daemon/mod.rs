@@ -144,6 +144,7 @@ async fn run_node(
             listen_addr,
             advertise_addr,
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            networks: bridge,
         },
         identity.node_id.clone(),
     );

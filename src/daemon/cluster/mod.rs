@@ -43,6 +43,11 @@ pub struct NodeContext {
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<SocketAddr>,
     pub engine_version: String,
+    /// The node's one bridge network (tasks' namespaces, addresses, NAT), shared with the
+    /// local container API: a clone for the task executor, never a second instance.
+    // Read by the worker's task executor, which is wired in separately.
+    #[allow(dead_code)]
+    pub networks: shoal_overlay::LazyBridgeNetworks,
 }
 
 /// The node's membership, shared by the local API and the background tasks.
