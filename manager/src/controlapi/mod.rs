@@ -19,7 +19,7 @@ mod tests;
 
 use shoal_proto::control_server::Control;
 use shoal_proto::*;
-use shoal_raft::{Store, StoreError};
+use shoal_raft::{Store, StoreError, View};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
@@ -35,6 +35,21 @@ pub struct ControlApi {
 impl ControlApi {
     pub fn new(store: Store) -> ControlApi {
         ControlApi { store }
+    }
+
+    /// A local lookup that, when it finds nothing, catches up with the leader and looks again:
+    /// a client that just created an object through another manager (or whose write this
+    /// follower has not applied yet) still finds it, while the common case stays local.
+    async fn read<T>(&self, lookup: impl Fn(&View<'_>) -> Result<T, Status>) -> Result<T, Status> {
+        match self.store.view(&lookup) {
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                if self.store.read_barrier().await.is_err() {
+                    return Err(s); // No leader to catch up with: the local answer stands.
+                }
+                self.store.view(&lookup)
+            }
+            found => found,
+        }
     }
 }
 
@@ -117,9 +132,8 @@ impl Control for ControlApi {
         &self,
         r: Request<GetServiceRequest>,
     ) -> Result<Response<GetServiceResponse>, Status> {
-        let service = self
-            .store
-            .view(|v| resolve_service(v, &r.get_ref().service_id))?;
+        let reference = &r.get_ref().service_id;
+        let service = self.read(|v| resolve_service(v, reference)).await?;
         Ok(Response::new(GetServiceResponse {
             service: Some(service),
         }))
@@ -166,7 +180,8 @@ impl Control for ControlApi {
         &self,
         r: Request<GetTaskRequest>,
     ) -> Result<Response<GetTaskResponse>, Status> {
-        let task = self.store.view(|v| resolve_task(v, &r.get_ref().task_id))?;
+        let reference = &r.get_ref().task_id;
+        let task = self.read(|v| resolve_task(v, reference)).await?;
         Ok(Response::new(GetTaskResponse { task: Some(task) }))
     }
 

@@ -15,8 +15,8 @@
 //! is a later issue: until then existing tasks keep running with the spec they were made from.
 
 use shoal_proto::{
-    CreateServiceRequest, Network, RemoveServiceRequest, Service, ServiceSpec,
-    UpdateServiceRequest, list_services_request,
+    Config, CreateServiceRequest, Network, PortConfig, RemoveServiceRequest, Secret, Service,
+    ServiceSpec, UpdateServiceRequest, list_services_request, port_config,
 };
 use shoal_raft::{By, Store, StoreError, View};
 use tonic::Status;
@@ -70,7 +70,8 @@ pub(super) async fn create(store: &Store, req: CreateServiceRequest) -> Result<S
                 annotations.name = free_name(&*tx, &id);
             }
             check_name_free(&*tx, &annotations.name, None)?;
-            check_networks(&*tx, &spec)?;
+            check_references(&*tx, &spec)?;
+            check_ports(&*tx, &spec, &id)?;
             tx.create(Service {
                 id: id.clone(),
                 spec: Some(spec.clone()),
@@ -105,6 +106,9 @@ pub(super) async fn update(store: &Store, req: UpdateServiceRequest) -> Result<S
         validate::service_spec(&spec)?;
         Some(spec)
     };
+    // Catch up with the leader first, so that the version the caller read (perhaps through
+    // another manager) is not mistaken for one this replica has not seen yet.
+    store.read_barrier().await.map_err(store_status)?;
     let committed = store
         .update(|tx| {
             let mut service = resolve_service(&*tx, &req.service_id)?;
@@ -138,7 +142,8 @@ pub(super) async fn update(store: &Store, req: UpdateServiceRequest) -> Result<S
                 .into());
             }
             validate::mode_change(&old, &spec)?;
-            check_networks(&*tx, &spec)?;
+            check_references(&*tx, &spec)?;
+            check_ports(&*tx, &spec, &service.id)?;
             service.previous_spec = Some(old);
             service.spec = Some(spec);
             // The version the caller read is the one the Store checks at commit, so a write
@@ -158,6 +163,7 @@ pub(super) async fn update(store: &Store, req: UpdateServiceRequest) -> Result<S
 }
 
 pub(super) async fn remove(store: &Store, req: RemoveServiceRequest) -> Result<(), Status> {
+    store.read_barrier().await.map_err(store_status)?;
     let committed = store
         .update(|tx| {
             let service = resolve_service(&*tx, &req.service_id)?;
@@ -196,18 +202,84 @@ fn check_name_free(view: &impl Read, name: &str, except: Option<&str>) -> Result
     }
 }
 
-/// Networks a service attaches to must exist (by ID or name) when it is written.
-fn check_networks(view: &impl Read, spec: &ServiceSpec) -> Result<(), Status> {
-    let networks = spec.task.as_ref().map_or(&[][..], |t| &t.networks[..]);
-    for (i, n) in networks.iter().enumerate() {
-        let found = view.get::<Network>(&n.target).is_some()
-            || !view.find::<Network>(By::Name(&n.target)).is_empty();
-        if !found {
-            return Err(Status::not_found(format!(
-                "invalid spec.task.networks[{i}].target (--network): no network {:?}; create it \
-                 first, or check the name (`shoal network ls`)",
-                n.target
-            )));
+/// Networks, secrets and configs a service refers to must exist (by ID or name) when it is
+/// written: a task can only be made of what is there.
+fn check_references(view: &impl Read, spec: &ServiceSpec) -> Result<(), Status> {
+    fn exists<T: shoal_raft::Object>(view: &impl Read, id: &str, name: &str) -> bool {
+        (!id.is_empty() && view.get::<T>(id).is_some())
+            || [id, name]
+                .iter()
+                .any(|r| !r.is_empty() && !view.find::<T>(By::Name(r)).is_empty())
+    }
+    let missing = |field: String, kind: &str, reference: &str| {
+        Status::not_found(format!(
+            "invalid {field}: no {kind} {reference:?}; create it first, or check the name \
+             (`shoal {kind} ls`)"
+        ))
+    };
+    let Some(task) = spec.task.as_ref() else {
+        return Ok(());
+    };
+    for (i, n) in task.networks.iter().enumerate() {
+        if !exists::<Network>(view, &n.target, "") {
+            let field = format!("spec.task.networks[{i}].target (--network)");
+            return Err(missing(field, "network", &n.target));
+        }
+    }
+    let Some(c) = task.container.as_ref() else {
+        return Ok(());
+    };
+    for (i, r) in c.secrets.iter().enumerate() {
+        if !exists::<Secret>(view, &r.secret_id, &r.secret_name) {
+            let field = format!("spec.task.container.secrets[{i}] (--secret)");
+            let reference = if r.secret_id.is_empty() {
+                &r.secret_name
+            } else {
+                &r.secret_id
+            };
+            return Err(missing(field, "secret", reference));
+        }
+    }
+    for (i, r) in c.configs.iter().enumerate() {
+        if !exists::<Config>(view, &r.config_id, &r.config_name) {
+            let field = format!("spec.task.container.configs[{i}] (--config)");
+            let reference = if r.config_id.is_empty() {
+                &r.config_name
+            } else {
+                &r.config_id
+            };
+            return Err(missing(field, "config", reference));
+        }
+    }
+    Ok(())
+}
+
+/// A published routing-mesh port belongs to one service in the whole cluster (as Swarm): a
+/// second service asking for it is refused, naming the holder.
+fn check_ports(view: &impl Read, spec: &ServiceSpec, own_id: &str) -> Result<(), Status> {
+    let ingress = |p: &&PortConfig| {
+        p.published_port != 0 && p.publish_mode == port_config::PublishMode::Ingress as i32
+    };
+    let wanted = spec.endpoint.as_ref().map_or(&[][..], |e| &e.ports[..]);
+    for (i, p) in wanted.iter().enumerate().filter(|(_, p)| ingress(p)) {
+        for other in view.list::<Service>().iter().filter(|s| s.id != own_id) {
+            let requested = other.spec.as_ref().and_then(|s| s.endpoint.as_ref());
+            let allocated = other.endpoint.as_ref();
+            let taken = requested
+                .map_or(&[][..], |e| &e.ports[..])
+                .iter()
+                .chain(allocated.map_or(&[][..], |e| &e.ports[..]))
+                .filter(ingress)
+                .any(|q| q.published_port == p.published_port && q.protocol == p.protocol);
+            if taken {
+                return Err(Status::already_exists(format!(
+                    "invalid spec.endpoint.ports[{i}] (--publish): port {} is already published \
+                     by service {} ({}); publish another port, or remove that service first",
+                    p.published_port,
+                    name_of(other),
+                    other.id
+                )));
+            }
         }
     }
     Ok(())

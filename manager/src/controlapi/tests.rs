@@ -1054,3 +1054,103 @@ async fn valid_specs_pass() {
         super::validate::image("IMAGE", image).unwrap_or_else(|e| panic!("{image}: {e}"));
     }
 }
+
+fn publish(s: &mut ServiceSpec, published_port: u32) {
+    s.endpoint = Some(EndpointSpec {
+        ports: vec![PortConfig {
+            target_port: 80,
+            published_port,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+}
+
+#[tokio::test]
+async fn a_published_port_belongs_to_one_service() {
+    let (api, store) = api();
+    let mut a = spec("a", 1);
+    publish(&mut a, 8080);
+    let a = create(&api, a).await.unwrap();
+    let mut b = spec("b", 1);
+    publish(&mut b, 8080);
+    let err = create(&api, b.clone()).await.unwrap_err();
+    assert_refused(
+        &err,
+        Code::AlreadyExists,
+        &[
+            "spec.endpoint.ports[0] (--publish)",
+            "8080",
+            "service a",
+            &a.id,
+        ],
+    );
+    assert_eq!(store.list::<Service>().len(), 1);
+    publish(&mut b, 8081);
+    create(&api, b).await.unwrap();
+    // A service may keep (or re-state) its own port when updated.
+    let mut again = a.spec.clone().unwrap();
+    again.mode = Some(service_spec::Mode::Replicated(ReplicatedService {
+        replicas: 2,
+    }));
+    update(&api, "a", version(&a), again).await.unwrap();
+}
+
+#[tokio::test]
+async fn references_must_exist_by_id_or_name() {
+    let (api, store) = api();
+    let mut s = spec("web", 1);
+    task_of(&mut s).container.as_mut().unwrap().secrets = vec![SecretReference {
+        secret_name: "db".into(),
+        ..Default::default()
+    }];
+    let err = create(&api, s.clone()).await.unwrap_err();
+    assert_refused(
+        &err,
+        Code::NotFound,
+        &[
+            "secrets[0] (--secret)",
+            "no secret \"db\"",
+            "create it first",
+        ],
+    );
+    let network_id = shoal_proto::ids::new_id();
+    store
+        .update(|tx| {
+            tx.create(Secret {
+                id: shoal_proto::ids::new_id(),
+                spec: Some(SecretSpec {
+                    annotations: Some(Annotations {
+                        name: "db".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })?;
+            tx.create(Network {
+                id: network_id.clone(),
+                spec: Some(NetworkSpec {
+                    annotations: Some(Annotations {
+                        name: "backend".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap();
+    task_of(&mut s).networks = vec![
+        NetworkAttachmentConfig {
+            target: "backend".into(),
+            aliases: vec![],
+        },
+        NetworkAttachmentConfig {
+            target: network_id,
+            aliases: vec![],
+        },
+    ];
+    create(&api, s).await.unwrap();
+}

@@ -238,6 +238,41 @@ fn container(c: &ContainerSpec) -> Result {
         healthcheck(h)?;
     }
     mounts(&c.mounts)?;
+    for (i, u) in c.ulimits.iter().enumerate() {
+        let field = format!("spec.task.container.ulimits[{i}] (--ulimit)");
+        if u.name.trim().is_empty() {
+            return Err(bad(
+                field,
+                "has no name; write NAME=SOFT[:HARD], e.g. nofile=1024:2048",
+            ));
+        }
+        if u.soft < 0 || u.hard < 0 || u.soft > u.hard {
+            return Err(bad(
+                field,
+                format!(
+                    "{}: soft {} and hard {} must be non-negative with soft <= hard, e.g. \
+                     nofile=1024:2048",
+                    u.name, u.soft, u.hard
+                ),
+            ));
+        }
+    }
+    for (i, r) in c.secrets.iter().enumerate() {
+        if r.secret_id.is_empty() && r.secret_name.is_empty() {
+            return Err(bad(
+                format!("spec.task.container.secrets[{i}] (--secret)"),
+                "names no secret; give its name or ID, e.g. --secret db_password",
+            ));
+        }
+    }
+    for (i, r) in c.configs.iter().enumerate() {
+        if r.config_id.is_empty() && r.config_name.is_empty() {
+            return Err(bad(
+                format!("spec.task.container.configs[{i}] (--config)"),
+                "names no config; give its name or ID, e.g. --config nginx_conf",
+            ));
+        }
+    }
     Ok(())
 }
 
