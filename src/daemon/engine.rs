@@ -174,6 +174,7 @@ impl EngineService for EngineApi {
         self.networks.created(&key, created.is_ok()).await;
         let (id, warnings) = created.map_err(status)?;
         tracing::debug!(container = %id, key, address = %attachment.address, "bridged container");
+        self.networks.sweep_soon(&self.engine);
         Ok(Response::new(ContainerCreateResponse { id, warnings }))
     }
 

@@ -13,7 +13,8 @@
 //!  create --network bridge ─ attach(ctr-<rand>) ─ engine create(netns = <netns_dir>/ctr-...)
 //!                                                 └ failed: detach
 //!  rm ─ inspect (netns path) ─ engine remove ─ detach(ctr-...)
-//!  every minute, and at start ─ sweep: detach ctr-* keys no container refers to
+//!  at start, every minute, after each bridged create ─ sweep: detach ctr-* keys no
+//!                                                      container refers to
 //! ```
 //!
 //! The sweep catches what the engine removes by itself (`run -d --rm`) and what a crash cut
@@ -22,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_overlay::{
@@ -165,6 +166,13 @@ impl ContainerNetworks {
                 self.release(&key).await;
             }
         }
+    }
+
+    /// A sweep in the background, after a bridged create: what the engine removed by itself
+    /// since the last one (`run -d --rm`) is released without waiting for the next round.
+    pub fn sweep_soon(self: &Arc<Self>, engine: &LocalEngine) {
+        let (me, engine) = (self.clone(), engine.clone());
+        tokio::spawn(async move { me.sweep(&engine).await });
     }
 
     /// At start (if the bridge was ever used: it is set up again after a reboot, and what a

@@ -384,6 +384,29 @@ fn network_attachments_survive_a_daemon_crash_and_removal_leaves_nothing() {
     n1.shoal_ok(&["container", "rm", "-f", "second"]);
     // A foreground --rm run goes the same way.
     run_ok(&n1, &["--rm", "--network", "bridge", IMAGE, "true"]);
+    // So does one the engine removes by itself (-d --rm): its attachment is collected by the
+    // sweep that follows the next bridged create.
+    let id = n1.shoal_ok(&[
+        "container",
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "bridge",
+        IMAGE,
+        "true",
+    ]);
+    wait_for("the -d --rm container to remove itself", LONG, || {
+        (!n1.shoal_ok(&["container", "ps", "-aq"])
+            .contains(&id.trim()[..12]))
+        .then_some(())
+    });
+    run_ok(&n1, &["--rm", "--network", "bridge", IMAGE, "true"]);
+    wait_for(
+        "the self-removed container's attachment to go",
+        LONG,
+        || netns_files(&n1).is_empty().then_some(()),
+    );
     assert_eq!(veths(&n1), Vec::<String>::new());
     assert_eq!(netns_files(&n1), Vec::<String>::new());
     let netns_dir = n1.dir().join("netns");
