@@ -414,3 +414,94 @@ fn network_attachments_survive_a_daemon_crash_and_removal_leaves_nothing() {
     let held = ipam(&n1)["allocations"].as_object().unwrap().len();
     assert_eq!(held, 0, "addresses still held: {}", ipam(&n1));
 }
+
+/// Runs `f` on a thread of its own inside `node`'s network namespace, with a tokio runtime of
+/// that thread (so netlink sockets, nft and `ip` processes all act on the node's network).
+fn in_node_netns<T: Send + 'static>(node: &TestNode, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(format!("/run/netns/{}", node.netns())).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// `f` on a current-thread runtime inside the node's namespace.
+fn block_on_in<T: Send + 'static>(
+    node: &TestNode,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    in_node_netns(node, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+}
+
+/// What the task executor relies on, on the real kernel, without a daemon: attach is
+/// idempotent and repairs a deleted veth with the same address; a new instance (a restarted
+/// daemon) finds attachments as they were; two instances over one state are refused; detach
+/// leaves nothing.
+#[test]
+fn network_task_attachments_on_the_real_kernel() {
+    use shoal_overlay::{BridgeConfig, BridgeNetworks, TaskNetworks, host_veth};
+
+    let net = TestNet::new("network_tasks");
+    let n1 = net.node("n1");
+    let config = BridgeConfig {
+        netns_dir: n1.dir().join("netns"),
+        ..BridgeConfig::new(n1.state_dir().join("network"))
+    };
+    let task = "x5kq2m9p0a1b2c3d4e5f6g7h8";
+    let veth = host_veth(task);
+
+    let cfg = config.clone();
+    let (first, second) = block_on_in(&n1, async move {
+        let nets = BridgeNetworks::open(cfg.clone()).await.unwrap();
+        let first = nets.attach(task).await.unwrap();
+        assert_eq!(nets.attach(task).await.unwrap(), first, "idempotent");
+        let e = BridgeNetworks::open(cfg.clone()).await.err().unwrap();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        // Someone deletes the host end: the next attach puts the pair back, same address.
+        run("ip", &["link", "del", &host_veth(task)]);
+        assert_eq!(nets.attach(task).await.unwrap(), first, "repaired");
+        let second = nets.attach("other-task").await.unwrap();
+        (first, second)
+    });
+    assert_ne!(first.address, second.address);
+    assert_eq!(first.gateway, "172.29.0.1");
+    // Seen from outside: the namespace has eth0 with the address and the default route, and
+    // the host end hangs on the bridge.
+    assert_eq!(address_in(&first.netns_path), first.address);
+    let routes = run(
+        "nsenter",
+        &[
+            &format!("--net={}", first.netns_path.display()),
+            "ip",
+            "route",
+        ],
+    );
+    assert!(
+        routes.contains("default via 172.29.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(veths(&n1).contains(&veth), "{:?}", veths(&n1));
+
+    // A new instance (the daemon after a restart) finds both as they were, then detaches.
+    let cfg = config.clone();
+    let (first_again, ns_path) = (first.clone(), first.netns_path.clone());
+    block_on_in(&n1, async move {
+        let nets = BridgeNetworks::open(cfg).await.unwrap();
+        assert_eq!(nets.attach(task).await.unwrap(), first_again);
+        nets.detach(task).await.unwrap();
+        nets.detach(task).await.unwrap();
+        nets.detach("other-task").await.unwrap();
+    });
+    assert!(!ns_path.exists(), "namespace file left: {ns_path:?}");
+    assert_eq!(veths(&n1), Vec::<String>::new());
+    assert_eq!(mounts_under(&config.netns_dir), Vec::<String>::new());
+    assert_eq!(ipam(&n1)["allocations"].as_object().unwrap().len(), 0);
+}
