@@ -4,6 +4,7 @@
 use shoal_proto::control_server::Control;
 use shoal_proto::*;
 use shoal_raft::Store;
+use tokio_stream::StreamExt;
 use tonic::{Code, Request, Status};
 
 use super::ControlApi;
@@ -1153,4 +1154,79 @@ async fn references_must_exist_by_id_or_name() {
         },
     ];
     create(&api, s).await.unwrap();
+}
+
+#[tokio::test]
+async fn names_win_over_id_prefixes() {
+    let (api, store) = api();
+    let s = create(&api, spec("web", 1)).await.unwrap();
+    // A service named like the start of another's ID is found by its name.
+    let prefix = s.id[..4].to_string();
+    let named = create(&api, spec(&prefix, 1)).await.unwrap();
+    assert_eq!(get(&api, &prefix).await.unwrap().id, named.id);
+    assert_eq!(store.list::<Service>().len(), 2);
+}
+
+#[tokio::test]
+async fn image_references() {
+    use super::validate::image;
+    for ok in [
+        "busybox",
+        "busybox:latest",
+        "localhost/app",
+        "localhost:5000/app:1",
+        "library/busybox:1.36.1",
+        "a.b/c_d/e-f:v_1",
+        "team/a__b--c.d",
+        "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        image("IMAGE", ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in [
+        "",
+        "Busybox",
+        "busy box",
+        "busybox:",
+        "busybox:-x",
+        ":latest",
+        "/busybox",
+        "busybox/",
+        "a..b/c",
+        "team/a..b",
+        "team/a_-b",
+        "team/a___b",
+        "host:port/app",
+        "app@sha256:short",
+        "app@:abc",
+    ] {
+        let e = image("IMAGE", bad).expect_err(bad);
+        assert!(e.to_string().starts_with("invalid IMAGE: "), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn watch_streams_existing_services_then_changes() {
+    let (api, _) = api();
+    let s = create(&api, spec("web", 1)).await.unwrap();
+    let mut events = api
+        .watch(Request::new(WatchRequest {
+            kinds: vec![ObjectKind::Service as i32],
+            include_existing: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.action, watch_event::Action::Existing as i32);
+    let mut scaled = s.spec.clone().unwrap();
+    scaled.mode = Some(service_spec::Mode::Replicated(ReplicatedService {
+        replicas: 2,
+    }));
+    update(&api, "web", version(&s), scaled).await.unwrap();
+    let next = events.next().await.unwrap().unwrap();
+    assert_eq!(next.action, watch_event::Action::Update as i32);
+    match next.object.and_then(|o| o.object) {
+        Some(store_object::Object::Service(svc)) => assert_eq!(replicas(&svc), 2),
+        other => panic!("expected the service, got {other:?}"),
+    }
 }

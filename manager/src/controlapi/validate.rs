@@ -23,6 +23,8 @@ pub const MAX_REPLICAS: u64 = 100_000;
 pub const MIN_MEMORY_LIMIT: i64 = 4 << 20;
 /// The smallest CPU limit: 0.001 CPU (as Docker).
 pub const MIN_NANO_CPUS: i64 = 1_000_000;
+/// The largest CPU amount: a million CPUs (as the CLI's bound), beyond which it is a mistake.
+pub const MAX_NANO_CPUS: i64 = 1_000_000 * 1_000_000_000;
 /// Service names follow Docker's rules: DNS-friendly, at most 63 characters.
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -345,10 +347,7 @@ pub fn image(field: &str, reference: &str) -> Result {
     {
         let host = components.remove(0);
         let (h, port) = host.split_once(':').unwrap_or((host, ""));
-        let host_ok = !h.is_empty()
-            && h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
-            && (port.is_empty() || port.parse::<u16>().is_ok());
+        let host_ok = is_hostname(h) && (port.is_empty() || port.parse::<u16>().is_ok());
         if !host_ok || (host.contains(':') && port.is_empty()) {
             return Err(bad(
                 field,
@@ -371,7 +370,8 @@ pub fn image(field: &str, reference: &str) -> Result {
             && comp.ends_with(|c: char| c.is_ascii_alphanumeric())
             && comp
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && separators_ok(comp);
         if !ok {
             return Err(bad(
                 field,
@@ -383,6 +383,13 @@ pub fn image(field: &str, reference: &str) -> Result {
         }
     }
     Ok(())
+}
+
+/// Between alphanumeric runs of a path component, Docker allows one separator: `.`, `_`, `__`
+/// or a run of `-`.
+fn separators_ok(comp: &str) -> bool {
+    comp.split(|c: char| c.is_ascii_alphanumeric())
+        .all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.chars().all(|c| c == '-'))
 }
 
 fn is_hostname(h: &str) -> bool {
@@ -586,11 +593,12 @@ fn resources(r: &ResourceRequirements) -> Result {
             reservations.nano_cpus,
         ),
     ] {
-        if v < 0 || (v > 0 && v < MIN_NANO_CPUS) {
+        if v < 0 || (v > 0 && v < MIN_NANO_CPUS) || v > MAX_NANO_CPUS {
             return Err(bad(
                 format!("spec.task.resources.{what} ({flag})"),
                 format!(
-                    "{v} nano-CPUs ({} CPUs) is not valid; give at least 0.001 CPU, e.g. {flag} 0.5",
+                    "{v} nano-CPUs ({} CPUs) is not valid; give from 0.001 to 1000000 CPUs, e.g. \
+                     {flag} 0.5",
                     v as f64 / 1e9
                 ),
             ));
