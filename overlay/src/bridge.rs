@@ -161,6 +161,15 @@ impl<H: NetHost> Bridge<H> {
         &self.config
     }
 
+    /// Sets the bridge up again as at open: what someone removed since (the bridge, its
+    /// address, forwarding, our nft table, the accepts in a foreign dropping chain, which
+    /// Docker loses whenever it rebuilds its FORWARD chain) is put back.
+    pub async fn reconcile(&self) -> Result<()> {
+        self.host
+            .setup_bridge(&self.config.bridge_name, self.config.subnet)
+            .await
+    }
+
     /// Runs an IPAM change (which writes the file) on the blocking pool.
     async fn ipam<T: Send + 'static>(
         &self,
@@ -294,6 +303,12 @@ impl BridgeNetworks {
     /// The key's attachment as recorded (address, namespace path), without checking the host.
     pub fn get(&self, key: &str) -> Option<Attachment> {
         self.inner.get(key)
+    }
+
+    /// Puts back the bridge, forwarding and firewall rules if anything removed them (another
+    /// firewall manager reloading its rules, say); idempotent. The daemon calls it now and then.
+    pub async fn reconcile(&self) -> Result<()> {
+        self.inner.reconcile().await
     }
 
     /// Every key that holds an attachment, for reconciliation after a restart.
@@ -538,6 +553,19 @@ mod tests {
         drop(b);
         let reopened = open(dir.path(), &host).await;
         assert_eq!(reopened.keys().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn reconcile_puts_the_bridge_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(FakeHost::default());
+        let b = open(dir.path(), &host).await;
+        host.state.lock().unwrap().bridges.clear();
+        b.reconcile().await.unwrap();
+        assert_eq!(
+            host.state.lock().unwrap().bridges.get("shoal0"),
+            Some(&"172.29.0.0/16".parse().unwrap())
+        );
     }
 
     #[tokio::test]

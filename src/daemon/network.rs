@@ -176,7 +176,9 @@ impl ContainerNetworks {
     }
 
     /// At start (if the bridge was ever used: it is set up again after a reboot, and what a
-    /// crash left is collected), then every [`SWEEP_EVERY`] until cancelled.
+    /// crash left is collected), then every [`SWEEP_EVERY`] until cancelled; each round also
+    /// puts back bridge and firewall rules that someone removed (Docker rebuilding its FORWARD
+    /// chain drops the accepts we added there).
     pub async fn run_sweeper(&self, engine: LocalEngine, cancel: CancellationToken) {
         if self.nets.was_used()
             && let Err(e) = self.nets.get().await
@@ -185,6 +187,11 @@ impl ContainerNetworks {
         }
         loop {
             self.sweep(&engine).await;
+            if let Some(bridge) = self.nets.opened()
+                && let Err(e) = bridge.reconcile().await
+            {
+                warn!(error = %e, "cannot restore the bridge network's setup");
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}

@@ -443,8 +443,8 @@ fn block_on_in<T: Send + 'static>(
 
 /// What the task executor relies on, on the real kernel, without a daemon: attach is
 /// idempotent and repairs a deleted veth with the same address; a new instance (a restarted
-/// daemon) finds attachments as they were; two instances over one state are refused; detach
-/// leaves nothing.
+/// daemon) finds attachments as they were; two instances over one state are refused; a
+/// flushed firewall is restored by reconcile; detach leaves nothing.
 #[test]
 fn network_task_attachments_on_the_real_kernel() {
     use shoal_overlay::{BridgeConfig, BridgeNetworks, TaskNetworks, host_veth};
@@ -469,6 +469,11 @@ fn network_task_attachments_on_the_real_kernel() {
         run("ip", &["link", "del", &host_veth(task)]);
         assert_eq!(nets.attach(task).await.unwrap(), first, "repaired");
         let second = nets.attach("other-task").await.unwrap();
+        // Someone flushes the firewall: reconcile puts our table back.
+        run("nft", &["delete", "table", "ip", "shoal"]);
+        nets.reconcile().await.unwrap();
+        let table = run("nft", &["list", "table", "ip", "shoal"]);
+        assert!(table.contains("masquerade"), "{table}");
         (first, second)
     });
     assert_ne!(first.address, second.address);
