@@ -21,6 +21,11 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("shim") {
         return shim(&args[2..]);
     }
+    // Likewise the exec helper: it joins a container's mount namespace, which only a
+    // single-threaded process may do, and forks into its pid namespace.
+    if args.get(1).map(String::as_str) == Some("nsexec") {
+        return nsexec(&args[2..]);
+    }
     let cli = cli::Cli::parse();
     // A CLI command is one call or stream: one thread serves it and starts sooner (it is on the
     // path of every `container run`); the daemon gets the multi-threaded runtime.
@@ -64,4 +69,15 @@ fn shim(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `shoal nsexec <container-dir> <request>` (hidden; the engine runs it): one command inside a
+/// running container; exits with the command's status.
+fn nsexec(args: &[String]) -> ExitCode {
+    let [dir, request] = args else {
+        eprintln!("usage: shoal nsexec <container-dir> <request> (run by the daemon, not by hand)");
+        return ExitCode::from(2);
+    };
+    let code = shoal_worker::engine::nsexec::run(std::path::Path::new(dir), request);
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
 }

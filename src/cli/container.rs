@@ -1,4 +1,4 @@
-//! `shoal container run|ps|stop|kill|rm|logs|inspect|wait`: containers on this node, with
+//! `shoal container run|ps|exec|stop|kill|rm|logs|inspect|wait`: containers on this node, with
 //! Docker's flags and table columns, for local debugging.
 //!
 //! `run` without -d is create + start + follow the logs + wait: output streams as the container
@@ -11,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use shoal_proto::engine_client::EngineClient;
 use shoal_proto::{
-    ContainerCreateRequest, ContainerKillRequest, ContainerListRequest, ContainerLogsRequest,
-    ContainerRef, ContainerRemoveRequest, ContainerRunState, ContainerSpec, ContainerStopRequest,
-    ContainerSummary, Duration as PbDuration, LogEntry, Mount, Resources, Ulimit, log_entry, mount,
+    ContainerCreateRequest, ContainerExecRequest, ContainerKillRequest, ContainerListRequest,
+    ContainerLogsRequest, ContainerRef, ContainerRemoveRequest, ContainerRunState, ContainerSpec,
+    ContainerStopRequest, ContainerSummary, Duration as PbDuration, LogEntry, Mount, Resources,
+    Ulimit, log_entry, mount,
 };
 use tonic::transport::Channel;
 
@@ -35,6 +36,8 @@ pub enum ContainerCommand {
     /// List containers.
     #[command(alias = "ls", alias = "list")]
     Ps(PsArgs),
+    /// Run a command in a running container; exits with the command's code.
+    Exec(ExecArgs),
     /// Stop containers: stop signal, then SIGKILL after the grace period.
     Stop(StopArgs),
     /// Send a signal (default KILL) to containers.
@@ -143,6 +146,23 @@ pub struct StopArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Environment variable KEY=VALUE (KEY alone takes this shell's value).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// user[:group], by name or number (default: the container's).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct KillArgs {
     #[arg(short, long, default_value = "KILL")]
     pub signal: String,
@@ -184,6 +204,7 @@ pub async fn run(host: &Host, args: ContainerArgs) -> Result<ExitCode> {
     match args.command {
         ContainerCommand::Run(a) => return run_container(&mut client, *a).await,
         ContainerCommand::Ps(a) => ps(&mut client, a).await?,
+        ContainerCommand::Exec(a) => return exec(&mut client, a).await,
         ContainerCommand::Stop(a) => {
             for_each(&a.containers, |id| {
                 let mut c = client.clone();
@@ -249,6 +270,34 @@ pub async fn run(host: &Host, args: ContainerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `container exec`: the command's output on our stdout and stderr, and its exit code as ours.
+async fn exec(client: &mut Client, a: ExecArgs) -> Result<ExitCode> {
+    let out = client
+        .container_exec(ContainerExecRequest {
+            id: a.container,
+            cmd: a.command,
+            env: a.env.iter().map(|e| env_entry(e)).collect(),
+            user: a.user.unwrap_or_default(),
+            workdir: a.workdir.unwrap_or_default(),
+            timeout: None,
+        })
+        .await?
+        .into_inner();
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&out.stderr)?;
+    Ok(ExitCode::from(u8::try_from(out.exit_code).unwrap_or(255)))
+}
+
+/// KEY=VALUE as given, or KEY with this shell's value (Docker's `-e KEY`).
+fn env_entry(e: &str) -> String {
+    if e.contains('=') {
+        e.to_string()
+    } else {
+        format!("{e}={}", std::env::var(e).unwrap_or_default())
+    }
+}
+
 /// Applies a call to each container, printing each name as done (Docker's way) and failing at
 /// the end if any failed.
 async fn for_each<F, Fut>(ids: &[String], mut call: F) -> Result<()>
@@ -274,17 +323,7 @@ where
 
 /// Builds the create request from `run`'s flags.
 fn create_request(a: &RunArgs) -> Result<ContainerCreateRequest> {
-    let env = a
-        .env
-        .iter()
-        .map(|e| {
-            if e.contains('=') {
-                e.clone()
-            } else {
-                format!("{e}={}", std::env::var(e).unwrap_or_default())
-            }
-        })
-        .collect();
+    let env = a.env.iter().map(|e| env_entry(e)).collect();
     let mut mounts = Vec::new();
     for v in &a.volume {
         let parts: Vec<&str> = v.split(':').collect();

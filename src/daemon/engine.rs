@@ -8,7 +8,7 @@ use std::sync::Arc;
 use shoal_proto::engine_server::Engine as EngineService;
 use shoal_proto::*;
 use shoal_worker::engine::{
-    ContainerConfig, Engine, EngineError, ImportOptions, LocalEngine, LogOptions,
+    ContainerConfig, Engine, EngineError, ExecOptions, ImportOptions, LocalEngine, LogOptions,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
@@ -277,5 +277,26 @@ impl EngineService for EngineApi {
             .map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map_err(status));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn container_exec(
+        &self,
+        request: Request<ContainerExecRequest>,
+    ) -> Result<Response<ContainerExecResponse>, Status> {
+        let r = request.into_inner();
+        let options = ExecOptions {
+            cmd: r.cmd,
+            env: r.env,
+            user: (!r.user.is_empty()).then_some(r.user),
+            workdir: (!r.workdir.is_empty()).then_some(r.workdir),
+            timeout: r.timeout.map(|d| d.to_std()).filter(|d| !d.is_zero()),
+        };
+        let out = self.engine.exec(&r.id, options).await.map_err(status)?;
+        Ok(Response::new(ContainerExecResponse {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            timed_out: out.timed_out,
+        }))
     }
 }

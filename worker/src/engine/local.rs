@@ -29,7 +29,10 @@ use super::images::{self, ImageStore, ImportOptions};
 use super::runtime::plan::RootfsMount;
 use super::runtime::spec::{self as specgen, parse_signal};
 use super::shim::StartReport;
-use super::{ContainerConfig, Engine, LogOptions, logs, names};
+use super::{
+    ContainerConfig, EXEC_OUTPUT_LIMIT, Engine, ExecOptions, ExecOutput, LogOptions, logs, names,
+    nsexec,
+};
 
 /// How the daemon configures its engine.
 #[derive(Debug, Clone)]
@@ -453,6 +456,62 @@ fn write_etc_files(
     Ok(())
 }
 
+/// Waits for an exec's nsexec process and gathers what it wrote, killing it at the timeout.
+async fn collect_exec(mut child: tokio::process::Child, timeout: Option<Duration>) -> ExecOutput {
+    use tokio::io::AsyncReadExt;
+    // Output may outlive the command (a background process holding the pipe): once the
+    // command has ended, what arrives within this grace is kept and the rest ignored.
+    const DRAIN_GRACE: Duration = Duration::from_millis(200);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut buf_out, mut buf_err) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let deadline = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
+    let mut drain_until = far;
+    let mut status: Option<i32> = None;
+    let mut timed_out = false;
+    let keep = |into: &mut Vec<u8>, data: &[u8]| {
+        let room = EXEC_OUTPUT_LIMIT.saturating_sub(into.len());
+        into.extend_from_slice(&data[..data.len().min(room)]);
+    };
+    loop {
+        if status.is_some() && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        tokio::select! {
+            n = async { stdout.as_mut().expect("guarded").read(&mut buf_out).await },
+                if stdout.is_some() => match n {
+                Ok(n) if n > 0 => keep(&mut out, &buf_out[..n]),
+                _ => stdout = None,
+            },
+            n = async { stderr.as_mut().expect("guarded").read(&mut buf_err).await },
+                if stderr.is_some() => match n {
+                Ok(n) if n > 0 => keep(&mut err, &buf_err[..n]),
+                _ => stderr = None,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s.ok().and_then(|s| {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.code().or_else(|| s.signal().map(|sig| 128 + sig))
+                }).unwrap_or(-1));
+                drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+            }
+            _ = tokio::time::sleep_until(drain_until), if status.is_some() => break,
+            _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => {
+                timed_out = true;
+                let _ = child.start_kill();
+            }
+        }
+    }
+    ExecOutput {
+        exit_code: if timed_out { -1 } else { status.unwrap_or(-1) },
+        stdout: out,
+        stderr: err,
+        timed_out,
+    }
+}
+
 /// Follows a running container until it exits, through its shim's socket, then records how
 /// it ended. Also used to re-adopt containers after a daemon restart.
 async fn watch_exit(engine: LocalEngine, c: Arc<Container>) {
@@ -811,6 +870,7 @@ impl Engine for LocalEngine {
                     started_at: s.started_at,
                     finished_at: s.finished_at,
                     exit_code: s.exit_code,
+                    labels: c.record.spec.labels.clone(),
                 })
             })
             .collect();
@@ -924,6 +984,51 @@ impl Engine for LocalEngine {
             }
         });
         Ok(rx)
+    }
+
+    async fn exec(&self, id: &str, options: ExecOptions) -> Result<ExecOutput> {
+        let c = self.find(id)?;
+        if c.state().status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not running; exec needs a running container",
+                c.record.name
+            )));
+        }
+        if options.cmd.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "no command given; name one, e.g. `shoal container exec web ls /`".into(),
+            ));
+        }
+        let request = nsexec::ExecRequest {
+            cmd: options.cmd,
+            env: options.env,
+            user: options.user,
+            workdir: options.workdir,
+        };
+        let request = serde_json::to_string(&request)
+            .map_err(|e| EngineError::Internal(format!("cannot encode the exec request: {e}")))?;
+        let mut cmd = tokio::process::Command::new(&self.inner.opts.shim_exe);
+        cmd.arg("nsexec")
+            .arg(&c.dir.root)
+            .arg(request)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            // A dropped call (client gone, health check cancelled) ends the command too: it
+            // dies with nsexec (parent-death signal).
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            EngineError::Host(format!(
+                "cannot run {} nsexec: {e}",
+                self.inner.opts.shim_exe.display()
+            ))
+        })?;
+        Ok(collect_exec(child, options.timeout).await)
     }
 
     async fn summary(&self) -> Result<EngineSummary> {

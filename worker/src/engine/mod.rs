@@ -20,6 +20,7 @@ pub mod images;
 mod local;
 pub mod logs;
 mod names;
+pub mod nsexec;
 pub mod runtime;
 pub mod shim;
 pub mod time;
@@ -55,6 +56,36 @@ pub struct ContainerConfig {
     /// Remove the container once it has exited.
     pub auto_remove: bool,
 }
+
+/// A command to run inside a running container (`container exec`, health checks).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// The program and its arguments; the program is looked up in the container's PATH.
+    pub cmd: Vec<String>,
+    /// KEY=VALUE added to (and overriding) the container's environment.
+    pub env: Vec<String>,
+    /// user[:group]; None: the container's user.
+    pub user: Option<String>,
+    /// Working directory; None: the container's.
+    pub workdir: Option<String>,
+    /// Kill the command after this long; None: no limit.
+    pub timeout: Option<Duration>,
+}
+
+/// How an exec ended and what it wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status, 128 + signal when a signal ended it, 126/127 when it could not be run
+    /// (as Docker), -1 when it timed out.
+    pub exit_code: i32,
+    /// Each stream is cut at [`EXEC_OUTPUT_LIMIT`] bytes.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+/// Most bytes of each stream an exec keeps.
+pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
 
 /// Options of reading a container's logs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -113,6 +144,13 @@ pub trait Engine: Send + Sync + 'static {
         id: &str,
         options: LogOptions,
     ) -> impl Future<Output = Result<mpsc::Receiver<Result<LogEntry>>>> + Send;
+    /// Runs a command in a running container: its namespaces, cgroup, user, capabilities and
+    /// seccomp filter, as `docker exec` does. Returns once the command has ended (or timed out).
+    fn exec(
+        &self,
+        id: &str,
+        options: ExecOptions,
+    ) -> impl Future<Output = Result<ExecOutput>> + Send;
     /// Counts for `shoal info`.
     fn summary(&self) -> impl Future<Output = Result<EngineSummary>> + Send;
 }

@@ -405,8 +405,9 @@ fn wait_for_go(fd: RawFd) -> InitResult {
     }
 }
 
-/// The identity change and exec, after which nothing can be undone.
-fn finish_and_exec(plan: &Plan, filters: &[BpfProgram]) -> InitResult {
+/// The identity change and exec, after which nothing can be undone. Also what an exec into a
+/// running container ends with (exec.rs).
+pub(super) fn finish_and_exec(plan: &Plan, filters: &[BpfProgram]) -> InitResult {
     let user = users::resolve(
         &plan.user,
         &plan.groups,
@@ -434,6 +435,10 @@ fn finish_and_exec(plan: &Plan, filters: &[BpfProgram]) -> InitResult {
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail(format!("set gid {}", user.gid), e))?;
     let uid = Uid::from_raw(user.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| fail(format!("set uid {}", user.uid), e))?;
+    // A change of user clears the parent-death signal: set it again, or a container running as
+    // non-root would survive its supervisor (or an exec its nsexec).
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| fail("set parent-death signal", e))?;
     caps::set_process_caps(plan.caps).map_err(|e| fail("set capabilities", e))?;
     chdir(plan.cwd.as_str())
         .map_err(|e| fail(format!("chdir to working directory {}", plan.cwd), e))?;

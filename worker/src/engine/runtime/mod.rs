@@ -10,12 +10,15 @@
 //!  read error pipe: EOF = exec happened <──────── (pipe is O_CLOEXEC; on failure: "code msg")
 //! ```
 //!
-//! Forking is only ever done here, by the shim, which is a fresh single-threaded process (the
-//! daemon never forks: a fork of a multi-threaded tokio process may deadlock in the child).
+//! Forking is only ever done here, by the shim or by `shoal nsexec` (exec.rs), each a fresh
+//! single-threaded process (the daemon never forks: a fork of a multi-threaded tokio process
+//! may deadlock in the child).
 //! Only the submodules that must make raw calls are allowed unsafe code.
 
 #[allow(unsafe_code)]
 pub mod caps;
+#[allow(unsafe_code)]
+pub mod exec;
 #[allow(unsafe_code)]
 mod init;
 pub mod paths;
