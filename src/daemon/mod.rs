@@ -147,6 +147,7 @@ async fn run_node(
             networks: bridge,
         },
         identity.node_id.clone(),
+        engine.clone(),
     );
     // A member carries on where it was; a failure here is reported but keeps the local API up
     // so the node can still be inspected, or made to leave.

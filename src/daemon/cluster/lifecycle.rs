@@ -434,7 +434,8 @@ impl Cluster {
         // Background tasks being stopped may wait on this lock: release it first.
         drop(guard);
         *self.local.write().unwrap() = None;
-        member.worker.stop().await;
+        // As Swarm: leaving stops and removes the node's task containers.
+        member.worker.leave().await;
         if let Some(role) = member.manager {
             role.stop().await;
         }

@@ -27,6 +27,7 @@ use shoal_manager::ca::{NodeCredentials, NodeTls, Role};
 use shoal_manager::caserver::CaServer;
 use shoal_manager::controlapi::ControlApi;
 use shoal_proto::{NodeDescription, NodeRole};
+use shoal_worker::engine::LocalEngine;
 use tokio::sync::Mutex;
 use tonic::Status;
 use tracing::{info, warn};
@@ -59,6 +60,8 @@ pub struct Cluster {
     member: Mutex<Option<Member>>,
     /// What the local socket's Control and CA services delegate to (managers only).
     local: RwLock<Option<LocalServices>>,
+    /// Runs the tasks assigned to this node (through the worker role's executor).
+    engine: Arc<LocalEngine>,
 }
 
 #[derive(Clone)]
@@ -84,12 +87,13 @@ fn internal(e: anyhow::Error) -> Status {
 }
 
 impl Cluster {
-    pub fn new(ctx: NodeContext, node_id: String) -> Arc<Cluster> {
+    pub fn new(ctx: NodeContext, node_id: String, engine: LocalEngine) -> Arc<Cluster> {
         Arc::new(Cluster {
             ctx,
             node_id: RwLock::new(node_id),
             member: Mutex::new(None),
             local: RwLock::new(None),
+            engine: Arc::new(engine),
         })
     }
 

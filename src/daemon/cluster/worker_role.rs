@@ -1,11 +1,16 @@
 //! The part every member runs: the agent's session with the managers, the handling of what the
-//! session brings (manager lists to remember, role changes to act on), and certificate renewal.
+//! session brings (assignments for the executor, manager lists to remember, role changes to
+//! act on), and certificate renewal. The executor lives as long as the membership: stopping
+//! the role (daemon shutdown) leaves task containers running for the next run to adopt;
+//! leaving the cluster removes them.
 
 use std::sync::{Arc, Mutex};
 
 use shoal_manager::ca::NodeTls;
-use shoal_proto::{NodeRole, TaskStatusUpdate};
+use shoal_proto::{Assignments, NodeRole};
 use shoal_worker::agent::{Agent, AgentConfig, AgentEvent, AgentStatus, Connector};
+use shoal_worker::engine::LocalEngine;
+use shoal_worker::executor::Executor;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +23,8 @@ pub struct WorkerRole {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     status: Arc<Mutex<AgentStatus>>,
-    /// Where the executor (services issue) sends task status for the session to carry.
-    #[allow(dead_code)]
-    status_tx: mpsc::Sender<TaskStatusUpdate>,
+    /// Ends with the role, handing back the executor (to remove its containers at leave).
+    executor: JoinHandle<Executor<LocalEngine>>,
 }
 
 /// Dials managers for the agent with this node's certificate.
@@ -69,6 +73,10 @@ impl WorkerRole {
         );
         let status = agent.status_handle();
         let cancel = CancellationToken::new();
+        // The executor sends task status on the channel the agent carries to the managers.
+        let (assignments_tx, assignments_rx) = mpsc::channel(64);
+        let executor = Executor::new(cluster.engine.clone(), cluster.node_id(), status_tx);
+        let executor = tokio::spawn(executor.run(assignments_rx, cancel.clone()));
         let renew_now = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(agent.run(cancel.clone())),
@@ -76,6 +84,7 @@ impl WorkerRole {
                 cluster.clone(),
                 tls.clone(),
                 events_rx,
+                assignments_tx,
                 renew_now.clone(),
                 cancel.clone(),
             )),
@@ -90,7 +99,7 @@ impl WorkerRole {
             cancel,
             tasks,
             status,
-            status_tx,
+            executor,
         }
     }
 
@@ -98,11 +107,24 @@ impl WorkerRole {
         self.status.lock().unwrap().clone()
     }
 
+    /// Stops the session and the executor; task containers keep running (daemon shutdown).
     pub async fn stop(self) {
+        let _ = self.stop_all().await;
+    }
+
+    /// Stops like `stop`, then stops and removes every task container (cluster leave).
+    pub async fn leave(self) {
+        if let Some(executor) = self.stop_all().await {
+            executor.leave().await;
+        }
+    }
+
+    async fn stop_all(self) -> Option<Executor<LocalEngine>> {
         self.cancel.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        self.executor.await.ok()
     }
 }
 
@@ -110,6 +132,7 @@ async fn handle_events(
     cluster: Arc<Cluster>,
     tls: NodeTls,
     mut events: mpsc::Receiver<AgentEvent>,
+    assignments: mpsc::Sender<Assignments>,
     renew_now: Arc<Notify>,
     cancel: CancellationToken,
 ) {
@@ -139,6 +162,9 @@ async fn handle_events(
                     full = a.full,
                     "assignments"
                 );
+                if assignments.send(a).await.is_err() {
+                    return;
+                }
             }
         }
     }
