@@ -1,10 +1,19 @@
 //! The manager side of services with real daemons: the leader's orchestrator, allocator and
 //! scheduler turn a created service into tasks placed on nodes, follow scaling, global mode and
 //! drain. It checks placement only (where tasks go and which are meant to run), not containers
-//! running, so it holds whatever the workers do with their assignments.
+//! running (tasks run `sleep`, so with an executor they keep running and are never restarted).
 
 use crate::harness::cluster::{SETTLE, init, join, node_id, wait_node_ls};
 use crate::harness::{TestNet, TestNode, wait_for};
+use crate::images::images;
+
+/// The test image every node imports (see images.rs).
+const IMAGE: &str = "test/busybox:oci";
+
+/// Imports the test image on `node`.
+fn import_image(node: &TestNode) {
+    node.shoal_ok(&["image", "import", images().oci.to_str().unwrap()]);
+}
 
 /// The tasks of `service` that are meant to run (desired RUNNING), as (task ID, node ID).
 fn live(m: &TestNode, service: &str) -> Vec<(String, String)> {
@@ -48,6 +57,8 @@ fn services_are_placed_scaled_and_drained() {
         rows.len() == 2 && rows.iter().all(|r| r.status == "Ready")
     });
     let (mid, wid) = (node_id(&m), node_id(&w));
+    import_image(&m);
+    import_image(&w);
 
     // Three replicas spread over both nodes.
     m.shoal_ok(&[
@@ -58,7 +69,9 @@ fn services_are_placed_scaled_and_drained() {
         "web",
         "--replicas",
         "3",
-        "busybox",
+        IMAGE,
+        "sleep",
+        "600",
     ]);
     wait_for("web's 3 tasks placed on both nodes", SETTLE, || {
         let tasks = live(&m, "web");
@@ -69,7 +82,8 @@ fn services_are_placed_scaled_and_drained() {
 
     // A global service: one task per node.
     m.shoal_ok(&[
-        "service", "create", "--detach", "--name", "agent", "--mode", "global", "busybox",
+        "service", "create", "--detach", "--name", "agent", "--mode", "global", IMAGE, "sleep",
+        "600",
     ]);
     wait_placed(&m, "agent", &[&mid, &wid]);
 
@@ -108,6 +122,9 @@ fn tasks_of_a_lost_node_are_replaced_at_once() {
         rows.len() == 3 && rows.iter().all(|r| r.status == "Ready")
     });
     let (w1id, w2id) = (node_id(&w1), node_id(&w2));
+    for n in [&m, &w1, &w2] {
+        import_image(n);
+    }
     // Kept off the manager, so the lost worker's tasks have exactly one place to go.
     m.shoal_ok(&[
         "service",
@@ -119,7 +136,9 @@ fn tasks_of_a_lost_node_are_replaced_at_once() {
         "4",
         "--constraint",
         "node.role==worker",
-        "busybox",
+        IMAGE,
+        "sleep",
+        "600",
     ]);
     wait_placed(&m, "web", &[&w1id, &w1id, &w2id, &w2id]);
     let before: Vec<String> = live(&m, "web").into_iter().map(|(id, _)| id).collect();
