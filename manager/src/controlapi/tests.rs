@@ -997,6 +997,14 @@ async fn valid_specs_pass() {
         c.user = "1000:1000".into();
         c.hostname = "web-1.local".into();
         c.stop_signal = "sigquit".into();
+        c.hosts = vec!["10.0.0.5 db".into(), "cache:10.0.0.6".into()];
+        c.capability_add = vec!["CAP_NET_ADMIN".into(), "sys_time".into()];
+        c.capability_drop = vec!["ALL".into()];
+        c.sysctls.insert("net.core.somaxconn".into(), "1024".into());
+        c.dns_config = Some(DnsConfig {
+            nameservers: vec!["1.1.1.1".into(), "::1".into()],
+            ..Default::default()
+        });
         c.mounts = vec![
             Mount {
                 r#type: mount::Type::Bind as i32,

@@ -213,6 +213,16 @@ fn container(c: &ContainerSpec) -> Result {
             ),
         ));
     }
+    if c.hostname.contains("{{") {
+        return Err(bad(
+            "spec.task.container.hostname (--hostname)",
+            format!(
+                "{:?}: templates such as {{{{.Node.Hostname}}}} are not supported yet; give a \
+                 plain hostname, e.g. web-1",
+                c.hostname
+            ),
+        ));
+    }
     if !c.hostname.is_empty() && !is_hostname(&c.hostname) {
         return Err(bad(
             "spec.task.container.hostname (--hostname)",
@@ -240,6 +250,33 @@ fn container(c: &ContainerSpec) -> Result {
         healthcheck(h)?;
     }
     mounts(&c.mounts)?;
+    networking(c)?;
+    for k in c.sysctls.keys() {
+        if k.is_empty() || k.contains(|ch: char| ch.is_whitespace() || ch == '=') {
+            return Err(bad(
+                "spec.task.container.sysctls (--sysctl)",
+                format!(
+                    "{k:?} is not a sysctl name; write NAME=VALUE, e.g. net.core.somaxconn=1024"
+                ),
+            ));
+        }
+    }
+    for (flag, caps) in [("add", &c.capability_add), ("drop", &c.capability_drop)] {
+        for cap in caps {
+            let bare = cap.to_ascii_uppercase();
+            let bare = bare.strip_prefix("CAP_").unwrap_or(&bare);
+            if bare != "ALL"
+                && (bare.is_empty() || !bare.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+            {
+                return Err(bad(
+                    format!("spec.task.container.capability_{flag} (--cap-{flag})"),
+                    format!(
+                        "{cap:?} is not a capability name; write e.g. NET_ADMIN or CAP_NET_ADMIN"
+                    ),
+                ));
+            }
+        }
+    }
     for (i, u) in c.ulimits.iter().enumerate() {
         let field = format!("spec.task.container.ulimits[{i}] (--ulimit)");
         if u.name.trim().is_empty() {
@@ -273,6 +310,38 @@ fn container(c: &ContainerSpec) -> Result {
                 format!("spec.task.container.configs[{i}] (--config)"),
                 "names no config; give its name or ID, e.g. --config nginx_conf",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Extra /etc/hosts entries ("IP host [alias...]", as SwarmKit stores them, or Docker's
+/// "host:IP") and DNS servers must carry real addresses.
+fn networking(c: &ContainerSpec) -> Result {
+    for (i, entry) in c.hosts.iter().enumerate() {
+        let mut words = entry.split_whitespace();
+        let ip_first = words
+            .next()
+            .is_some_and(|w| w.parse::<std::net::IpAddr>().is_ok())
+            && words.next().is_some();
+        let host_colon_ip = entry
+            .split_once(':')
+            .is_some_and(|(h, ip)| is_hostname(h) && ip.parse::<std::net::IpAddr>().is_ok());
+        if !ip_first && !host_colon_ip {
+            return Err(bad(
+                format!("spec.task.container.hosts[{i}] (--host)"),
+                format!("{entry:?} is not a hosts entry; write HOST:IP, e.g. db:10.0.0.5"),
+            ));
+        }
+    }
+    if let Some(dns) = &c.dns_config {
+        for (i, ns) in dns.nameservers.iter().enumerate() {
+            if ns.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(
+                    format!("spec.task.container.dns_config.nameservers[{i}] (--dns)"),
+                    format!("{ns:?} is not an IP address; write e.g. 1.1.1.1"),
+                ));
+            }
         }
     }
     Ok(())
