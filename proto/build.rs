@@ -35,6 +35,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
     let mut protos = Vec::new();
+    // The directory too: a new .proto file must rebuild the model.
+    println!("cargo:rerun-if-changed={}", root.join("shoal/v1").display());
     for entry in std::fs::read_dir(root.join("shoal/v1"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "proto") {

@@ -19,6 +19,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod health;
 pub mod leader;
+pub mod logbroker;
 pub mod manager;
 pub mod membership;
 pub mod orchestrator;

@@ -6,7 +6,9 @@
 //!                       ├─ NodeCa             joiners (token), nodes (renewal), admins
 //!                       ├─ ManagerMembership  managers only
 //!                       ├─ Dispatcher         nodes (worker or manager certificates)
-//!                       └─ Control            admins and managers (remote CLI)
+//!                       ├─ Control            admins and managers (remote CLI)
+//!                       ├─ Logs               admins and managers (followers forward)
+//!                       └─ LogBroker          nodes (leader only)
 //!  leader only: dispatcher loops, manager health, roles, orchestrators, allocator, scheduler
 //! ```
 
@@ -14,6 +16,8 @@ use std::sync::Arc;
 
 use shoal_proto::control_server::ControlServer;
 use shoal_proto::dispatcher_server::DispatcherServer;
+use shoal_proto::log_broker_server::LogBrokerServer;
+use shoal_proto::logs_server::LogsServer;
 use shoal_proto::manager_membership_server::ManagerMembershipServer;
 use shoal_proto::node_ca_server::NodeCaServer;
 use shoal_raft::{RaftNode, Store};
@@ -27,6 +31,7 @@ use crate::controlapi::ControlApi;
 use crate::dispatcher::{Dispatcher, DispatcherService};
 use crate::health::ManagerHealth;
 use crate::leader::{Controller, ControllerFuture, LeadershipListener, supervise};
+use crate::logbroker::{LogBroker, LogBrokerService, LogsService};
 use crate::membership::MembershipServer;
 use crate::orchestrator::constraintenforcer::ConstraintEnforcer;
 use crate::orchestrator::global::GlobalOrchestrator;
@@ -40,6 +45,7 @@ pub struct Manager {
     raft: Arc<RaftNode>,
     store: Store,
     dispatcher: Dispatcher,
+    logs: LogBroker,
 }
 
 impl Manager {
@@ -47,6 +53,7 @@ impl Manager {
         let store = raft.store();
         Manager {
             dispatcher: Dispatcher::new(store.clone()),
+            logs: LogBroker::new(store.clone()),
             store,
             raft,
         }
@@ -70,6 +77,16 @@ impl Manager {
         CaServer::new(self.store.clone())
     }
 
+    /// The log broker, for the daemon to give it a way to reach the leader.
+    pub fn log_broker(&self) -> &LogBroker {
+        &self.logs
+    }
+
+    /// `service logs` for the local socket.
+    pub fn logs_service(&self) -> LogsService {
+        LogsService::new(self.logs.clone())
+    }
+
     /// Everything served on the cluster port, each with its authorization.
     pub fn cluster_routes(&self) -> tonic::service::Routes {
         let managers = RoleInterceptor::new(&[Role::Manager]);
@@ -85,7 +102,11 @@ impl Manager {
             .add_service(DispatcherServer::new(DispatcherService::new(
                 self.dispatcher.clone(),
             )))
-            .add_service(admins.wrap(ControlServer::new(self.control_api())))
+            .add_service(admins.clone().wrap(ControlServer::new(self.control_api())))
+            .add_service(admins.wrap(LogsServer::new(self.logs_service())))
+            .add_service(LogBrokerServer::new(LogBrokerService::new(
+                self.logs.clone(),
+            )))
     }
 
     /// Runs the leader's controllers whenever this manager leads, until `cancel`.
@@ -105,7 +126,10 @@ impl Manager {
             Arc::new(Allocator::new(self.store.clone(), Clock::System)),
             Arc::new(SchedulerController::new(self.store.clone(), Clock::System)),
         ];
-        let listener = Arc::new(DispatcherLeaderAddr(self.dispatcher.clone()));
+        let listener = Arc::new(LeaderAddr {
+            dispatcher: self.dispatcher.clone(),
+            logs: self.logs.clone(),
+        });
         supervise(self.raft.clone(), controllers, listener, cancel).await;
     }
 }
@@ -124,11 +148,16 @@ impl Controller for DispatchController {
     }
 }
 
-/// Keeps the dispatcher's redirect address current for agents that reach a follower.
-struct DispatcherLeaderAddr(Dispatcher);
+/// Keeps the dispatcher's redirect address current for agents that reach a follower, and
+/// tells the log broker whether it brokers.
+struct LeaderAddr {
+    dispatcher: Dispatcher,
+    logs: LogBroker,
+}
 
-impl LeadershipListener for DispatcherLeaderAddr {
-    fn leader_changed(&self, leader_addr: &str, _this_node_leads: bool) {
-        self.0.set_leader_addr(leader_addr.to_string());
+impl LeadershipListener for LeaderAddr {
+    fn leader_changed(&self, leader_addr: &str, this_node_leads: bool) {
+        self.dispatcher.set_leader_addr(leader_addr.to_string());
+        self.logs.leader_changed(leader_addr, this_node_leads);
     }
 }

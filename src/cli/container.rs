@@ -504,7 +504,7 @@ async fn run_container(client: &mut Client, a: RunArgs) -> Result<ExitCode> {
         .await?
         .into_inner();
     while let Some(entry) = stream.message().await? {
-        write_entry(&entry, false);
+        write_entry(&entry, false, "");
     }
     let exit = client
         .container_wait(ContainerRef { id: id.clone() })
@@ -518,9 +518,10 @@ async fn run_container(client: &mut Client, a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(exit.exit_code.clamp(0, 255) as u8))
 }
 
-/// Writes a log line to our stdout or stderr, as the container wrote it.
-fn write_entry(entry: &LogEntry, timestamps: bool) {
-    let prefix = if timestamps {
+/// Writes a log line to our stdout or stderr, as the container wrote it, after `header`
+/// (`service logs` names the task there).
+pub(super) fn write_entry(entry: &LogEntry, timestamps: bool, header: &str) {
+    let mut prefix = if timestamps {
         let t = entry.time.unwrap_or_default();
         format!(
             "{} ",
@@ -529,6 +530,7 @@ fn write_entry(entry: &LogEntry, timestamps: bool) {
     } else {
         String::new()
     };
+    prefix.push_str(header);
     if entry.stream == log_entry::Stream::Stderr as i32 {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(prefix.as_bytes());
@@ -558,7 +560,7 @@ async fn logs(client: &mut Client, a: LogsArgs) -> Result<()> {
         .await?
         .into_inner();
     while let Some(entry) = stream.message().await? {
-        write_entry(&entry, a.timestamps);
+        write_entry(&entry, a.timestamps, "");
     }
     Ok(())
 }

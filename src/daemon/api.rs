@@ -40,6 +40,7 @@ pub async fn serve(
         .add_service(DaemonServer::new(api))
         .add_service(shoal_proto::engine_server::EngineServer::new(engine))
         .add_service(super::local::control(cluster.clone()))
+        .add_service(super::local::logs(cluster.clone()))
         .add_service(super::local::node_ca(cluster))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), cancel.cancelled_owned())
         .await

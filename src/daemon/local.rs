@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 
 use shoal_manager::caserver::CaServer;
 use shoal_manager::controlapi::ControlApi;
+use shoal_manager::logbroker::LogsService;
 use shoal_proto::control_server::ControlServer;
+use shoal_proto::logs_server::LogsServer;
 use shoal_proto::node_ca_server::NodeCaServer;
 use tonic::Status;
 use tonic::body::Body;
@@ -86,5 +88,12 @@ pub fn node_ca(cluster: Arc<Cluster>) -> Delegate<NodeCaServer<CaServer>> {
     Delegate {
         cluster,
         make: |s| NodeCaServer::from_arc(s.ca.clone()),
+    }
+}
+
+pub fn logs(cluster: Arc<Cluster>) -> Delegate<LogsServer<LogsService>> {
+    Delegate {
+        cluster,
+        make: |s| LogsServer::from_arc(s.logs.clone()),
     }
 }

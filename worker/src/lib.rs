@@ -10,3 +10,4 @@ pub mod agent;
 pub mod engine;
 pub mod executor;
 pub mod host;
+pub mod logpublisher;

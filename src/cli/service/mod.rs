@@ -1,6 +1,7 @@
 //! `shoal service ...`: declare services and watch them run, in the shape of `docker service`
 //! (flags, defaults, table columns), talking to a manager's Control API.
 
+mod logs;
 mod progress;
 pub mod spec;
 
@@ -36,6 +37,8 @@ pub enum ServiceCommand {
     /// Remove services.
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Show the logs of a service or task, from every node that ran it.
+    Logs(logs::LogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,8 +95,10 @@ pub fn short(id: &str) -> &str {
 }
 
 pub async fn run(host: &Host, cmd: ServiceCommand) -> Result<()> {
-    let mut control = ControlClient::new(connect(host).await?);
+    let channel = connect(host).await?;
+    let mut control = ControlClient::new(channel.clone());
     match cmd {
+        ServiceCommand::Logs(a) => logs::run(channel, a).await?,
         ServiceCommand::Create(a) => {
             let spec = a.to_spec()?;
             let service = control

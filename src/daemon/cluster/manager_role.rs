@@ -73,6 +73,19 @@ impl ManagerRole {
                 .context("cannot bootstrap a new Raft cluster")?;
         }
         let manager = Arc::new(Manager::new(raft));
+        // A follower forwards `service logs` to the leader, dialing it as this manager.
+        let dial_tls = tls.clone();
+        manager
+            .log_broker()
+            .set_dialer(Arc::new(move |addr: String| {
+                let tls = dial_tls.clone();
+                Box::pin(async move {
+                    let connector = tls.connector().map_err(|e| e.to_string())?;
+                    super::lifecycle::dial(connector, &addr)
+                        .await
+                        .map_err(|e| format!("{e:#}"))
+                })
+            }));
         let cancel = CancellationToken::new();
         let incoming = tls.incoming(listener, cancel.clone())?;
         let routes = manager.cluster_routes();

@@ -68,6 +68,7 @@ pub struct Cluster {
 pub struct LocalServices {
     pub control: ControlApi,
     pub ca: Arc<CaServer>,
+    pub logs: Arc<shoal_manager::logbroker::LogsService>,
 }
 
 struct Member {
@@ -158,6 +159,7 @@ impl Cluster {
         *self.local.write().unwrap() = manager.map(|m| LocalServices {
             control: m.manager().control_api(),
             ca: Arc::new(m.manager().ca_service()),
+            logs: Arc::new(m.manager().logs_service()),
         });
     }
 
