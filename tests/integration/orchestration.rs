@@ -1,7 +1,8 @@
 //! The manager side of services with real daemons: the leader's orchestrator, allocator and
 //! scheduler turn a created service into tasks placed on nodes, follow scaling, global mode and
 //! drain. It checks placement only (where tasks go and which are meant to run), not containers
-//! running (tasks run `sleep`, so with an executor they keep running and are never restarted).
+//! running (tasks run `sleep`, so with an executor they keep running and are never restarted);
+//! restart supervision is checked with a task that fails.
 
 use crate::harness::cluster::{SETTLE, init, join, node_id, wait_node_ls};
 use crate::harness::{TestNet, TestNode, wait_for};
@@ -152,4 +153,67 @@ fn tasks_of_a_lost_node_are_replaced_at_once() {
     wait_placed(&m, "web", &[&w1id, &w1id, &w1id, &w1id]);
     let after: Vec<String> = live(&m, "web").into_iter().map(|(id, _)| id).collect();
     assert_eq!(after.iter().filter(|id| before.contains(id)).count(), 2);
+}
+
+/// `service ps --format json` of `service`, parsed.
+fn tasks(m: &TestNode, service: &str) -> Vec<serde_json::Value> {
+    let out = m.shoal_ok(&["service", "ps", "--format", "json", service]);
+    serde_json::from_str(&out).expect("ps --format json")
+}
+
+#[test]
+fn failing_tasks_restart_in_their_slot_until_max_attempts() {
+    let net = TestNet::new("orch-restart");
+    let mut m = net.node("m1");
+    m.start(&[]);
+    init(&m, &[]);
+    wait_node_ls(&m, "the node Ready", |rows| {
+        rows.len() == 1 && rows[0].status == "Ready"
+    });
+    import_image(&m);
+
+    // A task that keeps running runs.
+    m.shoal_ok(&[
+        "service", "create", "--detach", "--name", "ok", IMAGE, "sleep", "600",
+    ]);
+    wait_for("ok's task running", SETTLE, || {
+        let t = tasks(&m, "ok");
+        (t.len() == 1 && t[0]["status"]["state"] == "running").then_some(())
+    });
+
+    // One that exits 3 is restarted in slot 1 after 1 s, twice, then left failed.
+    m.shoal_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "crash",
+        "--restart-delay",
+        "1s",
+        "--restart-max-attempts",
+        "2",
+        IMAGE,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let settled = |t: &[serde_json::Value]| {
+        t.len() == 3
+            && t.iter()
+                .all(|t| t["slot"] == 1 && t["status"]["state"] == "failed")
+            && t.iter()
+                .filter(|t| t["desired_state"] == "complete")
+                .count()
+                == 1
+            && t.iter()
+                .filter(|t| t["desired_state"] == "shutdown")
+                .count()
+                == 2
+    };
+    wait_for("crash restarted twice then given up", SETTLE, || {
+        settled(&tasks(&m, "crash")).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let t = tasks(&m, "crash");
+    assert!(settled(&t), "no further restart: {t:#?}");
 }
