@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use shoal_manager::ca::NodeTls;
+use shoal_overlay::LazyBridgeNetworks;
 use shoal_proto::{Assignments, NodeRole};
 use shoal_worker::agent::{Agent, AgentConfig, AgentEvent, AgentStatus, Connector};
 use shoal_worker::engine::LocalEngine;
@@ -24,7 +25,7 @@ pub struct WorkerRole {
     tasks: Vec<JoinHandle<()>>,
     status: Arc<Mutex<AgentStatus>>,
     /// Ends with the role, handing back the executor (to remove its containers at leave).
-    executor: JoinHandle<Executor<LocalEngine>>,
+    executor: JoinHandle<Executor<LocalEngine, LazyBridgeNetworks>>,
 }
 
 /// Dials managers for the agent with this node's certificate.
@@ -75,7 +76,12 @@ impl WorkerRole {
         let cancel = CancellationToken::new();
         // The executor sends task status on the channel the agent carries to the managers.
         let (assignments_tx, assignments_rx) = mpsc::channel(64);
-        let executor = Executor::new(cluster.engine.clone(), cluster.node_id(), status_tx);
+        let executor = Executor::new(
+            cluster.engine.clone(),
+            Arc::new(cluster.ctx.networks.clone()),
+            cluster.node_id(),
+            status_tx,
+        );
         let executor = tokio::spawn(executor.run(assignments_rx, cancel.clone()));
         let renew_now = Arc::new(Notify::new());
         let tasks = vec![
@@ -119,7 +125,7 @@ impl WorkerRole {
         }
     }
 
-    async fn stop_all(self) -> Option<Executor<LocalEngine>> {
+    async fn stop_all(self) -> Option<Executor<LocalEngine, LazyBridgeNetworks>> {
         self.cancel.cancel();
         for t in self.tasks {
             let _ = t.await;

@@ -1,12 +1,17 @@
 //! The engine-backed controller: one task, one container, found again by name after a
 //! restart. The container carries the task's identity in labels, which is how the executor
 //! recognises its containers among all the engine's (and sweeps those of forgotten tasks).
+//!
+//! Networking: the task's network namespace (node-local bridge, outbound NAT) is attached,
+//! under the task ID, just before the container is created, and detached once the container
+//! is removed. An adopted container keeps the namespace it already joined.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_overlay::TaskNetworks;
 use shoal_proto::{ContainerRunState, ContainerStatus, Task};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::controller::{Controller, ControllerError, Exit};
 use super::health::{HealthCheck, Verdict};
@@ -37,20 +42,22 @@ fn failed(what: &str, e: EngineError) -> ControllerError {
     ControllerError::Failed(format!("{what}: {e}"))
 }
 
-/// Runs a task as a container of `engine`.
-pub struct ContainerController<E: Engine> {
+/// Runs a task as a container of `engine`, in a network namespace from `networks`.
+pub struct ContainerController<E: Engine, N: TaskNetworks> {
     engine: Arc<E>,
+    networks: Arc<N>,
     task: Task,
     node_id: String,
     name: String,
     health: Option<HealthCheck>,
 }
 
-impl<E: Engine> ContainerController<E> {
-    pub fn new(engine: Arc<E>, task: Task, node_id: String) -> Self {
+impl<E: Engine, N: TaskNetworks> ContainerController<E, N> {
+    pub fn new(engine: Arc<E>, networks: Arc<N>, task: Task, node_id: String) -> Self {
         let name = container_name(&task);
         ContainerController {
             engine,
+            networks,
             task,
             node_id,
             name,
@@ -96,7 +103,7 @@ impl<E: Engine> ContainerController<E> {
     }
 }
 
-impl<E: Engine> Controller for ContainerController<E> {
+impl<E: Engine, N: TaskNetworks> Controller for ContainerController<E, N> {
     async fn prepare(&mut self) -> Result<(), ControllerError> {
         match self.engine.inspect_container(&self.name).await {
             Ok(_) => {
@@ -134,20 +141,40 @@ impl<E: Engine> Controller for ContainerController<E> {
         ] {
             container.labels.insert(k.to_string(), v);
         }
+        let attachment = self.networks.attach(&self.task.id).await.map_err(|e| {
+            ControllerError::Failed(format!("attaching the task to the bridge network: {e}"))
+        })?;
+        // The host's resolvers as a container behind the NAT can reach them.
+        if container.dns_config.is_none() {
+            container.dns_config =
+                tokio::task::spawn_blocking(shoal_overlay::resolv::container_dns_config)
+                    .await
+                    .ok();
+        }
         let config = ContainerConfig {
             name: Some(self.name.clone()),
             spec: container,
             limits: spec.resources.and_then(|r| r.limits).unwrap_or_default(),
             cpu_shares: None,
-            network_namespace: None,
+            network_namespace: Some(attachment.netns_path.display().to_string()),
             auto_remove: false,
         };
-        let (id, warnings) = self
-            .engine
-            .create_container(config)
-            .await
-            .map_err(|e| failed("creating the container", e))?;
-        info!(task = %self.task.id, container = %id, ?warnings, "container created");
+        let (id, warnings) = match self.engine.create_container(config).await {
+            Ok(created) => created,
+            Err(e) => {
+                if let Err(e) = self.networks.detach(&self.task.id).await {
+                    warn!(task = %self.task.id, error = %e, "cannot detach the task's network");
+                }
+                return Err(failed("creating the container", e));
+            }
+        };
+        info!(
+            task = %self.task.id,
+            container = %id,
+            address = %attachment.address,
+            ?warnings,
+            "container created"
+        );
         Ok(())
     }
 
@@ -249,8 +276,12 @@ impl<E: Engine> Controller for ContainerController<E> {
 
     async fn remove(&mut self) -> Result<(), ControllerError> {
         match self.engine.remove_container(&self.name, true).await {
-            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
-            Err(e) => Err(failed("removing the container", e)),
+            Ok(()) | Err(EngineError::NotFound(_)) => {}
+            Err(e) => return Err(failed("removing the container", e)),
         }
+        self.networks
+            .detach(&self.task.id)
+            .await
+            .map_err(|e| ControllerError::Failed(format!("detaching the task's network: {e}")))
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use shoal_overlay::TaskNetworks;
 use shoal_proto::{Assignments, Task, TaskState, TaskStatus, TaskStatusUpdate};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,9 +22,10 @@ use super::controller::Controller;
 use super::step::{step, stop_grace};
 use crate::engine::{Engine, EngineError};
 
-/// Runs this node's assigned tasks on `engine`.
-pub struct Executor<E: Engine> {
+/// Runs this node's assigned tasks on `engine`, networked by `networks`.
+pub struct Executor<E: Engine, N: TaskNetworks> {
     engine: Arc<E>,
+    networks: Arc<N>,
     node_id: String,
     status_tx: mpsc::Sender<TaskStatusUpdate>,
     workers: HashMap<String, Worker>,
@@ -37,10 +39,16 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
-impl<E: Engine> Executor<E> {
-    pub fn new(engine: Arc<E>, node_id: String, status_tx: mpsc::Sender<TaskStatusUpdate>) -> Self {
+impl<E: Engine, N: TaskNetworks> Executor<E, N> {
+    pub fn new(
+        engine: Arc<E>,
+        networks: Arc<N>,
+        node_id: String,
+        status_tx: mpsc::Sender<TaskStatusUpdate>,
+    ) -> Self {
         Executor {
             engine,
+            networks,
             node_id,
             status_tx,
             workers: HashMap::new(),
@@ -121,7 +129,12 @@ impl<E: Engine> Executor<E> {
         info!(task = %task.id, state = ?task.status.as_ref().map(|s| s.state()), "task assigned");
         let id = task.id.clone();
         let (tx, rx) = watch::channel(task.clone());
-        let ctlr = ContainerController::new(self.engine.clone(), task, self.node_id.clone());
+        let ctlr = ContainerController::new(
+            self.engine.clone(),
+            self.networks.clone(),
+            task,
+            self.node_id.clone(),
+        );
         let handle = tokio::spawn(run_worker(
             ctlr,
             rx,
@@ -158,14 +171,21 @@ impl<E: Engine> Executor<E> {
                 continue;
             }
             info!(task = %task, container = %c.id, "removing the container of an unassigned task");
-            let engine = self.engine.clone();
+            let (engine, networks) = (self.engine.clone(), self.networks.clone());
+            let task = task.clone();
             tokio::spawn(async move {
                 let _ = engine
                     .stop_container(&c.id, Some(super::step::DEFAULT_STOP_GRACE))
                     .await;
                 match engine.remove_container(&c.id, true).await {
                     Ok(()) | Err(EngineError::NotFound(_)) => {}
-                    Err(e) => warn!(container = %c.id, error = %e, "cannot remove container"),
+                    Err(e) => {
+                        warn!(container = %c.id, error = %e, "cannot remove container");
+                        return;
+                    }
+                }
+                if let Err(e) = networks.detach(&task).await {
+                    warn!(task = %task, error = %e, "cannot detach the task's network");
                 }
             });
         }
@@ -284,13 +304,14 @@ mod tests {
     use shoal_proto::{ContainerRunState, HealthConfig};
 
     use super::*;
-    use crate::executor::testing::{FakeEngine, task};
+    use crate::executor::testing::{FakeEngine, FakeNetworks, task};
 
     type Rx = mpsc::Receiver<TaskStatusUpdate>;
 
-    fn executor(engine: &Arc<FakeEngine>) -> (Executor<FakeEngine>, Rx) {
+    fn executor(engine: &Arc<FakeEngine>) -> (Executor<FakeEngine, FakeNetworks>, Rx) {
         let (tx, rx) = mpsc::channel(256);
-        (Executor::new(engine.clone(), "n1".into(), tx), rx)
+        let nets = engine.networks.clone();
+        (Executor::new(engine.clone(), nets, "n1".into(), tx), rx)
     }
 
     fn full(tasks: Vec<Task>) -> Assignments {
@@ -352,6 +373,9 @@ mod tests {
         assert_eq!(labels["shoal.service.id"], "svc1");
         assert_eq!(labels["shoal.service.name"], "web");
         assert_eq!(labels["shoal.node.id"], "n1");
+        // In the task's own namespace on the bridge.
+        assert_eq!(engine.netns("web.1.t1").unwrap(), "/run/netns/t1");
+        assert_eq!(engine.networks.attached(), vec!["t1"]);
         engine.exit("web.1.t1", 0);
         let (done, _) = until(&mut rx, "t1", Complete).await;
         assert_eq!(done.container.unwrap().exit_code, 0);
@@ -404,6 +428,10 @@ mod tests {
         })
         .await;
         assert_eq!(ex.task_ids(), vec!["t2"]);
+        eventually(&engine, "t1 detached", |e| {
+            e.networks.attached() == vec!["t2"]
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -502,8 +530,12 @@ mod tests {
     async fn a_task_assigned_again_after_a_crash_mid_start_reuses_its_container() {
         let engine = Arc::new(FakeEngine::with_image("busybox", None));
         // The container exists (created before a crash) but the manager heard only PREPARING.
-        let c =
-            ContainerController::new(engine.clone(), task("t1", TaskState::Running), "n1".into());
+        let c = ContainerController::new(
+            engine.clone(),
+            engine.networks.clone(),
+            task("t1", TaskState::Running),
+            "n1".into(),
+        );
         let mut c = c;
         c.prepare().await.unwrap();
         let (mut ex, mut rx) = executor(&engine);
@@ -551,5 +583,6 @@ mod tests {
         until(&mut rx, "t1", TaskState::Running).await;
         ex.leave().await;
         assert!(engine.containers().is_empty());
+        eventually(&engine, "detached", |e| e.networks.attached().is_empty()).await;
     }
 }

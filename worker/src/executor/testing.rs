@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shoal_overlay::{Attachment, NetworkError, TaskNetworks};
 use shoal_proto::{
     Annotations, ContainerDetails, ContainerExit, ContainerRunState, ContainerSpec, ContainerState,
     ContainerStatus, ContainerSummary, EngineSummary, HealthConfig, ImageConfig, ImageDetails,
@@ -102,14 +103,52 @@ pub struct FakeContainer {
     pub spec: ContainerSpec,
     pub status: ContainerRunState,
     pub starts: u32,
+    pub netns: Option<String>,
     exit: watch::Sender<Option<ContainerExit>>,
 }
 
 /// An engine in memory: images by name (with an optional health check), containers that
-/// run until told to exit (`exit`) or stopped, and exec answering `exec_exit_code`.
+/// run until told to exit (`exit`) or stopped, and exec answering `exec_exit_code`. It carries
+/// the fake networks the executor under test is given.
 #[derive(Default)]
 pub struct FakeEngine {
     pub state: Mutex<FakeState>,
+    pub networks: Arc<FakeNetworks>,
+}
+
+/// Attachments by task ID, with the namespace path they hand out.
+#[derive(Default)]
+pub struct FakeNetworks {
+    pub attached: Mutex<HashMap<String, String>>,
+}
+
+impl FakeNetworks {
+    pub fn attached(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.attached.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+impl TaskNetworks for FakeNetworks {
+    async fn attach(&self, task_id: &str) -> std::result::Result<Attachment, NetworkError> {
+        let n = {
+            let mut a = self.attached.lock().unwrap();
+            let n = a.len() + 2;
+            a.entry(task_id.to_string())
+                .or_insert_with(|| format!("10.0.0.{n}/24"))
+                .clone()
+        };
+        Ok(Attachment {
+            netns_path: PathBuf::from(format!("/run/netns/{task_id}")),
+            address: n,
+            gateway: "10.0.0.1".into(),
+        })
+    }
+    async fn detach(&self, task_id: &str) -> std::result::Result<(), NetworkError> {
+        self.attached.lock().unwrap().remove(task_id);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -157,6 +196,14 @@ impl FakeEngine {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    pub fn netns(&self, name: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.netns.clone())
     }
 
     pub fn labels(&self, name: &str) -> HashMap<String, String> {
@@ -220,6 +267,7 @@ impl Engine for FakeEngine {
             spec: config.spec,
             status: ContainerRunState::Created,
             starts: 0,
+            netns: config.network_namespace,
             exit: watch::channel(None).0,
         });
         Ok((id, Vec::new()))
