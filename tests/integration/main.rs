@@ -4,6 +4,7 @@
 
 mod cluster;
 mod engine;
+mod executor;
 mod foundation;
 mod harness;
 mod images;
