@@ -809,7 +809,7 @@ async fn bad_specs_name_the_field_and_the_fix() {
                     ..Default::default()
                 })
             },
-            &["limits.memory_bytes (--limit-memory)", "at least 4m"],
+            &["limits.memory_bytes (--limit-memory)", "at least 6m"],
         ),
         (
             "negative memory",
@@ -928,6 +928,237 @@ async fn bad_specs_name_the_field_and_the_fix() {
                 })
             },
             &["spec.update.delay (--update-delay)"],
+        ),
+        (
+            "absurd cpu",
+            |s| {
+                task(s).resources = Some(ResourceRequirements {
+                    limits: Some(Resources {
+                        nano_cpus: i64::MAX,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            &["limits.nano_cpus (--limit-cpu)", "0.01 to 1000000"],
+        ),
+        (
+            "tiny cpu limit",
+            |s| {
+                task(s).resources = Some(ResourceRequirements {
+                    limits: Some(Resources {
+                        nano_cpus: 5_000_000,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            &["--limit-cpu", "from 0.01"],
+        ),
+        (
+            "tiny cpu reservation",
+            |s| {
+                task(s).resources = Some(ResourceRequirements {
+                    reservations: Some(Resources {
+                        nano_cpus: 5,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            &["--reserve-cpu", "from 0.001"],
+        ),
+        (
+            "reserved pids",
+            |s| {
+                task(s).resources = Some(ResourceRequirements {
+                    reservations: Some(Resources {
+                        pids: 5,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            &["reservations.pids", "--limit-pids"],
+        ),
+        (
+            "ulimit soft over hard",
+            |s| {
+                container(s).ulimits = vec![Ulimit {
+                    name: "nofile".into(),
+                    soft: 10,
+                    hard: 5,
+                }]
+            },
+            &["ulimits[0] (--ulimit)", "soft <= hard"],
+        ),
+        (
+            "unknown ulimit",
+            |s| {
+                container(s).ulimits = vec![Ulimit {
+                    name: "files".into(),
+                    soft: 1,
+                    hard: 2,
+                }]
+            },
+            &["ulimits[0] (--ulimit)", "nofile"],
+        ),
+        (
+            "secret without name",
+            |s| container(s).secrets = vec![SecretReference::default()],
+            &["secrets[0] (--secret)", "name or ID"],
+        ),
+        (
+            "config without name",
+            |s| container(s).configs = vec![ConfigReference::default()],
+            &["configs[0] (--config)", "name or ID"],
+        ),
+        (
+            "hostname template",
+            |s| container(s).hostname = "{{.Node.Hostname}}".into(),
+            &["--hostname", "templates", "not supported yet"],
+        ),
+        (
+            "long hostname",
+            |s| container(s).hostname = "a".repeat(65),
+            &["--hostname", "at most 64"],
+        ),
+        (
+            "host sysctl",
+            |s| {
+                container(s)
+                    .sysctls
+                    .insert("vm.swappiness".into(), "1".into());
+            },
+            &["sysctls (--sysctl)", "namespaced", "net.core.somaxconn"],
+        ),
+        (
+            "bad capability",
+            |s| container(s).capability_add = vec!["net admin".into()],
+            &["capability_add (--cap-add)", "NET_ADMIN"],
+        ),
+        (
+            "bad hosts entry",
+            |s| container(s).hosts = vec!["db".into()],
+            &["hosts[0] (--host)", "HOST:IP"],
+        ),
+        (
+            "bad dns server",
+            |s| {
+                container(s).dns_config = Some(DnsConfig {
+                    nameservers: vec!["dns.example".into()],
+                    ..Default::default()
+                })
+            },
+            &["nameservers[0] (--dns)", "IP address"],
+        ),
+        (
+            "real-time stop signal",
+            |s| container(s).stop_signal = "40".into(),
+            &["--stop-signal", "e.g. SIGTERM"],
+        ),
+        (
+            "root target",
+            |s| {
+                container(s).mounts = vec![Mount {
+                    r#type: mount::Type::Tmpfs as i32,
+                    target: "/".into(),
+                    ..Default::default()
+                }]
+            },
+            &["--mount", "other than /"],
+        ),
+        (
+            "dotdot target",
+            |s| {
+                container(s).mounts = vec![Mount {
+                    r#type: mount::Type::Tmpfs as i32,
+                    target: "/a/../etc".into(),
+                    ..Default::default()
+                }]
+            },
+            &["--mount", "without '..'"],
+        ),
+        (
+            "negative tmpfs size",
+            |s| {
+                container(s).mounts = vec![Mount {
+                    r#type: mount::Type::Tmpfs as i32,
+                    target: "/t".into(),
+                    tmpfs_size_bytes: -1,
+                    ..Default::default()
+                }]
+            },
+            &["--mount", "tmpfs-size"],
+        ),
+        (
+            "tmpfs options on bind",
+            |s| {
+                container(s).mounts = vec![Mount {
+                    r#type: mount::Type::Bind as i32,
+                    source: "/s".into(),
+                    target: "/t".into(),
+                    tmpfs_mode: 0o700,
+                    ..Default::default()
+                }]
+            },
+            &["--mount", "only to type=tmpfs"],
+        ),
+        (
+            "bad registry host",
+            |s| container(s).image = "bad_host.example:99999/app".into(),
+            &["IMAGE", "registry host"],
+        ),
+        (
+            "bad endpoint mode",
+            |s| {
+                s.endpoint = Some(EndpointSpec {
+                    mode: 7,
+                    ..Default::default()
+                })
+            },
+            &["spec.endpoint.mode (--endpoint-mode)", "vip or dnsrr"],
+        ),
+        (
+            "port published twice",
+            |s| {
+                s.endpoint = Some(EndpointSpec {
+                    ports: vec![
+                        PortConfig {
+                            target_port: 80,
+                            published_port: 8080,
+                            ..Default::default()
+                        },
+                        PortConfig {
+                            target_port: 81,
+                            published_port: 8080,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                })
+            },
+            &["ports[1] (--publish)", "given twice"],
+        ),
+        (
+            "bad rollback order",
+            |s| {
+                s.rollback = Some(UpdateConfig {
+                    order: 9,
+                    ..Default::default()
+                })
+            },
+            &["spec.rollback.order (--rollback-order)", "start-first"],
+        ),
+        (
+            "bad platform",
+            |s| {
+                task(s).placement = Some(Placement {
+                    platforms: vec![Platform::default()],
+                    ..Default::default()
+                })
+            },
+            &["platforms[0]", "linux/amd64"],
         ),
         (
             "bad port",

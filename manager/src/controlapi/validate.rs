@@ -19,10 +19,31 @@ use crate::scheduler::{parse_constraints, parse_spread};
 
 /// Above this, a replica count is a mistake (often a negative number sent as unsigned).
 pub const MAX_REPLICAS: u64 = 100_000;
-/// The smallest memory limit a container can start with (as SwarmKit).
-pub const MIN_MEMORY_LIMIT: i64 = 4 << 20;
-/// The smallest CPU limit: 0.001 CPU (as Docker).
-pub const MIN_NANO_CPUS: i64 = 1_000_000;
+/// The smallest memory limit a container can start with (as Docker, and the worker's engine).
+pub const MIN_MEMORY_LIMIT: i64 = 6 << 20;
+/// The smallest CPU limit the worker's engine accepts: 0.01 CPU.
+pub const MIN_LIMIT_NANO_CPUS: i64 = 10_000_000;
+/// The smallest CPU reservation: 0.001 CPU (as Docker).
+pub const MIN_RESERVED_NANO_CPUS: i64 = 1_000_000;
+/// Ulimits by Docker's names (those the worker's engine knows).
+pub const ULIMITS: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
 /// The largest CPU amount: a million CPUs (as the CLI's bound), beyond which it is a mistake.
 pub const MAX_NANO_CPUS: i64 = 1_000_000 * 1_000_000_000;
 /// Service names follow Docker's rules: DNS-friendly, at most 63 characters.
@@ -223,11 +244,11 @@ fn container(c: &ContainerSpec) -> Result {
             ),
         ));
     }
-    if !c.hostname.is_empty() && !is_hostname(&c.hostname) {
+    if !c.hostname.is_empty() && (c.hostname.len() > 64 || !is_hostname(&c.hostname)) {
         return Err(bad(
             "spec.task.container.hostname (--hostname)",
             format!(
-                "{:?} is not a valid hostname; use letters, digits, '-' and '.', at most 253 \
+                "{:?} is not a valid hostname; use letters, digits, '-' and '.', at most 64 \
                  characters, e.g. web-1",
                 c.hostname
             ),
@@ -252,11 +273,23 @@ fn container(c: &ContainerSpec) -> Result {
     mounts(&c.mounts)?;
     networking(c)?;
     for k in c.sysctls.keys() {
-        if k.is_empty() || k.contains(|ch: char| ch.is_whitespace() || ch == '=') {
+        // Only sysctls the container's own namespaces hold can differ per container (as Docker).
+        let namespaced = k.starts_with("net.")
+            || k.starts_with("kernel.shm")
+            || k.starts_with("kernel.msg")
+            || k == "kernel.sem"
+            || k.starts_with("fs.mqueue.");
+        if !namespaced
+            || k.contains("..")
+            || k.contains(['/', '='])
+            || k.contains(char::is_whitespace)
+        {
             return Err(bad(
                 "spec.task.container.sysctls (--sysctl)",
                 format!(
-                    "{k:?} is not a sysctl name; write NAME=VALUE, e.g. net.core.somaxconn=1024"
+                    "{k:?} cannot be set per container; only namespaced sysctls (net.*, \
+                     kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) can, e.g. \
+                     net.core.somaxconn=1024"
                 ),
             ));
         }
@@ -279,10 +312,14 @@ fn container(c: &ContainerSpec) -> Result {
     }
     for (i, u) in c.ulimits.iter().enumerate() {
         let field = format!("spec.task.container.ulimits[{i}] (--ulimit)");
-        if u.name.trim().is_empty() {
+        if !ULIMITS.contains(&u.name.to_ascii_lowercase().as_str()) {
             return Err(bad(
                 field,
-                "has no name; write NAME=SOFT[:HARD], e.g. nofile=1024:2048",
+                format!(
+                    "{:?} is not a ulimit; use one of {}, e.g. nofile=1024:2048",
+                    u.name,
+                    ULIMITS.join(", ")
+                ),
             ));
         }
         if u.soft < 0 || u.hard < 0 || u.soft > u.hard {
@@ -480,7 +517,8 @@ pub fn signal_number(s: &str) -> Option<i32> {
         "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
     ];
     if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
+        // The standard signals only: the worker's runtime refuses real-time ones.
+        return (1..=31).contains(&n).then_some(n);
     }
     let upper = s.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -575,11 +613,15 @@ fn mounts(mounts: &[Mount]) -> Result {
                 format!("type {} is unknown; use bind or tmpfs", m.r#type),
             )
         })?;
-        if !m.target.starts_with('/') {
+        let clean = m.target.starts_with('/')
+            && !m.target.split('/').any(|p| p == "..")
+            && !m.target.trim_matches('/').is_empty();
+        if !clean {
             return Err(bad(
                 field,
                 format!(
-                    "target {:?} must be an absolute path in the container, e.g. target=/data",
+                    "target {:?} must be an absolute path in the container, without '..' and \
+                     other than /, e.g. target=/data",
                     m.target
                 ),
             ));
@@ -654,21 +696,28 @@ fn mounts(mounts: &[Mount]) -> Result {
 fn resources(r: &ResourceRequirements) -> Result {
     let limits = r.limits.unwrap_or_default();
     let reservations = r.reservations.unwrap_or_default();
-    for (what, flag, v) in [
-        ("limits.nano_cpus", "--limit-cpu", limits.nano_cpus),
+    for (what, flag, v, min) in [
+        (
+            "limits.nano_cpus",
+            "--limit-cpu",
+            limits.nano_cpus,
+            MIN_LIMIT_NANO_CPUS,
+        ),
         (
             "reservations.nano_cpus",
             "--reserve-cpu",
             reservations.nano_cpus,
+            MIN_RESERVED_NANO_CPUS,
         ),
     ] {
-        if v < 0 || (v > 0 && v < MIN_NANO_CPUS) || v > MAX_NANO_CPUS {
+        if v < 0 || (v > 0 && v < min) || v > MAX_NANO_CPUS {
             return Err(bad(
                 format!("spec.task.resources.{what} ({flag})"),
                 format!(
-                    "{v} nano-CPUs ({} CPUs) is not valid; give from 0.001 to 1000000 CPUs, e.g. \
+                    "{v} nano-CPUs ({} CPUs) is not valid; give from {} to 1000000 CPUs, e.g. \
                      {flag} 0.5",
-                    v as f64 / 1e9
+                    v as f64 / 1e9,
+                    min as f64 / 1e9
                 ),
             ));
         }
@@ -692,7 +741,7 @@ fn resources(r: &ResourceRequirements) -> Result {
         return Err(bad(
             "spec.task.resources.limits.memory_bytes (--limit-memory)",
             format!(
-                "{} bytes is too little to start a container; give at least 4m",
+                "{} bytes is too little to start a container; give at least 6m",
                 limits.memory_bytes
             ),
         ));
