@@ -217,3 +217,69 @@ fn failing_tasks_restart_in_their_slot_until_max_attempts() {
     let t = tasks(&m, "crash");
     assert!(settled(&t), "no further restart: {t:#?}");
 }
+
+#[test]
+fn a_new_leader_keeps_the_tasks_and_orchestrates() {
+    let net = TestNet::new("orch-failover");
+    let mut ms: Vec<TestNode> = (1..=3).map(|i| net.node(&format!("m{i}"))).collect();
+    let mut w = net.node("w1");
+    for n in ms.iter_mut().chain([&mut w]) {
+        n.start(&[]);
+    }
+    let (worker_token, manager_token) = init(&ms[0], &[]);
+    for m in &ms[1..] {
+        join(m, &manager_token, &ms[0]);
+    }
+    join(&w, &worker_token, &ms[0]);
+    wait_node_ls(&ms[0], "four nodes Ready, three managers", |rows| {
+        rows.len() == 4
+            && rows.iter().all(|r| r.status == "Ready")
+            && rows
+                .iter()
+                .filter(|r| r.manager_status == "Reachable")
+                .count()
+                == 2
+    });
+    import_image(&w);
+    let wid = node_id(&w);
+    // On the worker only, so killing the leader does not take tasks with it.
+    ms[0].shoal_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "4",
+        "--constraint",
+        "node.role==worker",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    wait_placed(&ms[0], "web", &[&wid, &wid, &wid, &wid]);
+    let mut before: Vec<String> = live(&ms[0], "web").into_iter().map(|(id, _)| id).collect();
+    before.sort();
+
+    let leader = node_id(&ms[0]);
+    ms[0].kill();
+    wait_node_ls(&ms[1], "a new leader", |rows| {
+        rows.iter()
+            .any(|r| r.manager_status == "Leader" && r.id != leader)
+    });
+    // The new leader reconciles from the store: a scale it is asked for happens, and the tasks
+    // that were running are kept, not duplicated.
+    ms[1].shoal_ok(&["service", "scale", "--detach", "web=5"]);
+    wait_placed(&ms[1], "web", &[&wid, &wid, &wid, &wid, &wid]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let live_now = live(&ms[1], "web");
+    assert_eq!(live_now.len(), 5);
+    assert_eq!(
+        live_now
+            .iter()
+            .filter(|(id, _)| before.contains(id))
+            .count(),
+        4,
+        "the running tasks were kept"
+    );
+}
