@@ -246,3 +246,49 @@ fn a_failing_health_check_fails_the_task() {
     });
     node.shoal_ok(&["service", "rm", "sick"]);
 }
+
+#[test]
+fn leaving_the_cluster_removes_task_containers() {
+    let net = TestNet::new("exleave");
+    let node = node_with_image(&net, "n1");
+    init(&node, &[]);
+    node.shoal_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    wait_for("web's containers running", LONG, || {
+        let c = task_containers(&node);
+        (c.len() == 2 && c.iter().all(|(_, _, s)| s.contains("running"))).then_some(())
+    });
+    // A container of its own is none of the executor's business.
+    node.shoal_ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        "mine",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    node.shoal_ok(&["cluster", "leave", "--force"]);
+    assert!(
+        task_containers(&node).is_empty(),
+        "{:?}",
+        task_containers(&node)
+    );
+    let left: Vec<String> = containers(&node)
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(left, vec!["mine"]);
+    node.shoal_ok(&["container", "rm", "-f", "mine"]);
+}
