@@ -187,9 +187,12 @@ impl<E: Engine, N: TaskNetworks> Controller for ContainerController<E, N> {
         let state = d.state.unwrap_or_default();
         // Only a container that never ran is started: one that runs or ran is adopted as is.
         if state.status() == ContainerRunState::Created {
-            self.engine
-                .start_container(&d.id)
+            // On a task of its own: the executor may drop this future (a shutdown arriving
+            // during the health wait), and an engine start must not be cut short.
+            let (engine, id) = (self.engine.clone(), d.id.clone());
+            tokio::spawn(async move { engine.start_container(&id).await })
                 .await
+                .map_err(|e| ControllerError::Failed(format!("starting the container: {e}")))?
                 .map_err(|e| match e {
                     EngineError::StartFailed { message, .. } => ControllerError::Failed(message),
                     e => failed("starting the container", e),

@@ -240,9 +240,11 @@ async fn run_worker<C: Controller>(
                 _ = cancel.cancelled() => Wake::Cancelled,
                 c = updates.changed() => if c.is_ok() { Wake::Updated } else { Wake::Removed },
             }
-        } else if status.state() == TaskState::Running && task.desired_state() <= TaskState::Running
+        } else if matches!(status.state(), TaskState::Starting | TaskState::Running)
+            && task.desired_state() <= TaskState::Running
         {
-            // Waiting for the exit: a new desired state (shutdown) interrupts the wait.
+            // Waiting for health or for the exit: a new desired state (shutdown) interrupts
+            // the wait (both steps may be dropped and taken again).
             tokio::select! {
                 _ = cancel.cancelled() => Wake::Cancelled,
                 c = updates.changed() => if c.is_ok() { Wake::Updated } else { Wake::Removed },
@@ -569,6 +571,31 @@ mod tests {
         let (failed, _) = until(&mut rx, "t1", TaskState::Failed).await;
         assert_eq!(failed.err, "unhealthy: connection refused");
         assert_eq!(engine.state.lock().unwrap().execs - before, 2, "retries");
+        assert_eq!(
+            engine.containers(),
+            vec![("web.1.t1".into(), ContainerRunState::Exited, 1)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_interrupts_the_wait_for_health() {
+        let health = HealthConfig {
+            test: vec!["CMD".into(), "false".into()],
+            start_period: Some(Duration::from_secs(3600).into()),
+            ..Default::default()
+        };
+        let engine = Arc::new(FakeEngine::with_image("busybox", Some(health)));
+        engine.state.lock().unwrap().exec_exit_code = 1;
+        let (mut ex, mut rx) = executor(&engine);
+        ex.apply(full(vec![task("t1", TaskState::Running)])).await;
+        until(&mut rx, "t1", TaskState::Starting).await;
+        eventually(&engine, "started", |e| {
+            e.containers() == vec![("web.1.t1".into(), ContainerRunState::Running, 1)]
+        })
+        .await;
+        ex.apply(full(vec![task("t1", TaskState::Shutdown)])).await;
+        let (_, seen) = until(&mut rx, "t1", TaskState::Shutdown).await;
+        assert_eq!(seen, vec![TaskState::Shutdown]);
         assert_eq!(
             engine.containers(),
             vec![("web.1.t1".into(), ContainerRunState::Exited, 1)]
