@@ -10,3 +10,4 @@ mod harness;
 mod images;
 mod network;
 mod orchestration;
+mod service_api;
