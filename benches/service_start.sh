@@ -17,7 +17,7 @@
 # dockerd, containerd and every containerd-shim. Container processes themselves are not counted
 # for either.
 #
-# Each engine runs in its own network namespace (with a dummy interface carrying 10.99.0.1), so
+# Each engine runs in its own network namespace (with a veth pair, one end carrying 10.99.0.1), so
 # Docker's bridges and iptables rules land there and vanish with it; everything the script made
 # (daemons, containers, namespaces, temp dirs) is removed on exit, even when interrupted. Needs
 # root, busybox-static, and for Docker Debian's docker.io (installed here if missing).
@@ -83,9 +83,12 @@ trap cleanup EXIT INT TERM
 netns() {
     ip netns add "$1"
     ip -n "$1" link set lo up
-    ip -n "$1" link add dummy0 type dummy
-    ip -n "$1" addr add 10.99.0.1/24 dev dummy0
-    ip -n "$1" link set dummy0 up
+    # A veth pair inside the namespace (the dummy driver is not on every kernel): an address
+    # other than loopback to advertise, as swarm init insists.
+    ip -n "$1" link add bench0 type veth peer name bench1
+    ip -n "$1" addr add 10.99.0.1/24 dev bench0
+    ip -n "$1" link set bench0 up
+    ip -n "$1" link set bench1 up
 }
 
 # kB of PSS (or RSS) summed over PIDs.

@@ -11,3 +11,4 @@ mod images;
 mod network;
 mod orchestration;
 mod service_api;
+mod services;

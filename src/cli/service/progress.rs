@@ -47,11 +47,12 @@ fn slot_key(t: &Task, global: bool) -> String {
     }
 }
 
-/// The latest task of each slot.
+/// The latest task of each slot. A task with desired COMPLETE still stands for its slot: the
+/// orchestrator stopped it for good (its restart policy allows no more), it is not replaced.
 fn current_tasks(tasks: &[Task], global: bool) -> BTreeMap<String, &Task> {
     let mut by_slot: BTreeMap<String, &Task> = BTreeMap::new();
     for t in tasks {
-        if t.desired_state > TaskState::Running as i32 {
+        if t.desired_state > TaskState::Complete as i32 {
             continue;
         }
         let key = slot_key(t, global);
@@ -67,6 +68,12 @@ fn current_tasks(tasks: &[Task], global: bool) -> BTreeMap<String, &Task> {
 
 fn version(t: &Task) -> u64 {
     t.meta.as_ref().map(|m| m.version).unwrap_or(0)
+}
+
+/// Whether the task is where it will stay: running, or ended for good.
+fn settled(t: &Task) -> bool {
+    let st = state(t);
+    st == TaskState::Running || (t.desired_state == TaskState::Complete as i32 && st.is_terminal())
 }
 
 fn state(t: &Task) -> TaskState {
@@ -153,8 +160,24 @@ pub async fn converge(control: &mut ControlClient<Channel>, id: &str) -> Result<
         }
         last_line = line;
 
-        // Converged: every slot running, and still running a moment later.
-        if running == desired && current.len() == desired {
+        // A slot ended for good by its restart policy, on a failure: nothing more will come.
+        if let Some(t) = current.values().find(|t| {
+            t.desired_state == TaskState::Complete as i32
+                && matches!(state(t), TaskState::Failed | TaskState::Rejected)
+        }) {
+            multi.clear().ok();
+            bail!(
+                "service {} did not converge: task {} failed and its restart policy allows no                  more restarts: {}. See `shoal service ps {}`",
+                name(&service),
+                task_label(&service, t),
+                reason(t),
+                name(&service)
+            );
+        }
+
+        // Converged: every slot running (or complete for good), and still so a moment later.
+        let settled_count = current.values().filter(|t| settled(t)).count();
+        if settled_count == desired && current.len() == desired {
             let since = *running_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= VERIFY || desired == 0 {
                 overall.finish_and_clear();
@@ -263,9 +286,12 @@ mod tests {
             task("new", 1, 9, TaskState::Starting, TaskState::Running),
             task("b", 2, 7, TaskState::Running, TaskState::Running),
             task("gone", 3, 8, TaskState::Running, TaskState::Shutdown),
+            task("done", 4, 6, TaskState::Complete, TaskState::Complete),
         ];
         let cur = current_tasks(&tasks, false);
         let ids: Vec<&str> = cur.values().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, ["new", "b"]);
+        assert_eq!(ids, ["new", "b", "done"]);
+        assert!(settled(cur["00000004"]) && settled(cur["00000002"]));
+        assert!(!settled(cur["00000001"]));
     }
 }

@@ -15,7 +15,7 @@ use shoal_worker::executor::Executor;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::Cluster;
 use super::state::ClusterState;
@@ -142,14 +142,21 @@ async fn handle_events(
     renew_now: Arc<Notify>,
     cancel: CancellationToken,
 ) {
+    let mut logs = LogListener::default();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => return,
             e = events.recv() => match e { Some(e) => e, None => return },
         };
         match event {
-            AgentEvent::Connected { manager_addr } => info!(manager = %manager_addr, "session up"),
-            AgentEvent::Disconnected { reason } => debug!(%reason, "session down"),
+            AgentEvent::Connected { manager_addr } => {
+                info!(manager = %manager_addr, "session up");
+                logs.start(&cluster, &tls, manager_addr, &cancel);
+            }
+            AgentEvent::Disconnected { reason } => {
+                debug!(%reason, "session down");
+                logs.stop();
+            }
             AgentEvent::Managers(list) => cluster.remember_managers(&list).await,
             AgentEvent::Node(node) => {
                 // The cluster settled on another role than our certificate carries: renew now,
@@ -172,6 +179,47 @@ async fn handle_events(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The node's log subscription listener (`service logs`), held with the manager the session is
+/// with (the leader): restarted at every new session, stopped when the session ends.
+#[derive(Default)]
+struct LogListener {
+    running: Option<CancellationToken>,
+}
+
+impl LogListener {
+    fn start(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        tls: &NodeTls,
+        manager_addr: String,
+        parent: &CancellationToken,
+    ) {
+        self.stop();
+        let token = parent.child_token();
+        self.running = Some(token.clone());
+        let engine = cluster.engine.clone();
+        let connector = TlsAgentConnector { tls: tls.clone() };
+        tokio::spawn(async move {
+            let channel = match connector.connect(&manager_addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(manager = %manager_addr, error = %e, "log listener: cannot connect");
+                    return;
+                }
+            };
+            if let Err(e) = shoal_worker::logpublisher::serve(engine, channel, token).await {
+                warn!(manager = %manager_addr, error = %e, "log listener ended");
+            }
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.running.take() {
+            t.cancel();
         }
     }
 }
