@@ -49,8 +49,8 @@ CGROUP="shoal-svc-bench-$$"
 SHOAL_PID=""
 DOCKER_PID=""
 
-in_shoal() { ip netns exec "$NETNS_SHOAL" "$@"; }
-in_docker() { ip netns exec "$NETNS_DOCKER" "$@"; }
+# The daemons are started with nsenter, not `ip netns exec`: the latter also remounts /sys in
+# a new mount namespace, which hides the cgroup hierarchies from them.
 shoal() { "$SHOAL" -H "$SOCK" "$@"; }
 docker_() { DOCKER_HOST="unix://$DSOCK" /usr/bin/docker "$@"; }
 
@@ -119,7 +119,8 @@ declare -A SHOAL_T DOCKER_T
 
 # --- Shoal ---
 netns "$NETNS_SHOAL"
-in_shoal "$SHOAL" daemon --state-dir "$WORK/shoal" --socket "$SOCK" --cgroup-parent "$CGROUP" \
+# Started with nsenter directly (not through a function) so that $! is the daemon itself.
+nsenter --net="/run/netns/$NETNS_SHOAL" "$SHOAL" daemon --state-dir "$WORK/shoal" --socket "$SOCK" --cgroup-parent "$CGROUP" \
     >"$WORK/shoal.log" 2>&1 &
 SHOAL_PID=$!
 for _ in $(seq 100); do shoal version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -139,14 +140,14 @@ for n in $NS_LIST; do
         for _ in $(seq 600); do [ -z "$(shoal container ps -q)" ] && break; sleep 0.1; done
     fi
 done
-SHIMS=$(pgrep -f "^$SHOAL shim" || true)
+SHIMS=$(pgrep -f "shim $WORK/shoal/" || true)
 SHOAL_PSS=$(pss_kb "$SHOAL_PID" $SHIMS)
 SHOAL_SHIMS=$(echo $SHIMS | wc -w)
 
 # --- Docker Swarm mode ---
 if [ -z "${SKIP_DOCKER:-}" ]; then
     netns "$NETNS_DOCKER"
-    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 in_docker /usr/sbin/dockerd -H "unix://$DSOCK" \
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net="/run/netns/$NETNS_DOCKER" /usr/sbin/dockerd -H "unix://$DSOCK" \
         --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" --pidfile "$WORK/docker.pid" \
         --containerd-namespace "bench$$" >"$WORK/docker.log" 2>&1 &
     DOCKER_PID=$!

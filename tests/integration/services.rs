@@ -488,3 +488,65 @@ fn service_logs_gathers_lines_from_every_node() {
     let err = m1.shoal_err(&["service", "logs", "nosuch"]);
     assert!(err.contains("no such service or task: nosuch"), "{err}");
 }
+
+/// Benchmark, not a test (`cargo test --test integration -- --ignored --nocapture
+/// bench_node_loss`): with default settings (5 s heartbeats, DOWN after 3 missed), the time
+/// from SIGKILL of a worker (daemon, shims and task processes) until all of a service's tasks
+/// run again on the other nodes. Prints the figure; asserts only that recovery happened.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_node_loss() {
+    let net = TestNet::new("bench-loss");
+    let mut nodes: Vec<TestNode> = ["m1", "w1", "w2"].iter().map(|l| net.node(l)).collect();
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    // Not harness::cluster::init: that one shortens the heartbeat, this measures the default.
+    nodes[0].shoal_ok(&["cluster", "init"]);
+    let token = nodes[0].shoal_ok(&["cluster", "join-token", "-q", "worker"]);
+    for n in &nodes[1..] {
+        join(n, token.trim(), &nodes[0]);
+    }
+    wait_node_ls(&nodes[0], "all nodes Ready", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r.status == "Ready")
+    });
+    let lost = node_id(&nodes[2]);
+    nodes[0].shoal_ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let on_lost = running(&tasks(&nodes[0], "web"))
+        .iter()
+        .filter(|t| t["node_id"] == lost.as_str())
+        .count();
+    let t0 = std::time::Instant::now();
+    nodes[2].crash();
+    let mut down_at = None;
+    wait_for("tasks running elsewhere", SETTLE * 3, || {
+        if down_at.is_none()
+            && crate::harness::cluster::node_ls(&nodes[0])
+                .iter()
+                .any(|r| r.id == lost && r.status == "Down")
+        {
+            down_at = Some(t0.elapsed());
+        }
+        let ts = tasks(&nodes[0], "web");
+        let ok =
+            running(&ts).len() == 6 && running(&ts).iter().all(|t| t["node_id"] != lost.as_str());
+        std::thread::sleep(Duration::from_millis(100));
+        ok.then_some(())
+    });
+    println!(
+        "node loss: {on_lost} of 6 tasks on the killed worker; node Down after {:.1} s; all 6 \
+         running elsewhere after {:.1} s",
+        down_at.unwrap_or_default().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -68,6 +68,16 @@ pub fn teardown(owned: &Owned) {
     let _ = std::fs::remove_dir_all(&owned.dir);
 }
 
+/// SIGKILLs every process `owned` names (daemon, shims, containers) once, as a machine that
+/// loses power would; the namespace, mounts and cgroups stay for teardown. Returns how many.
+pub fn kill_processes(owned: &Owned) -> usize {
+    let pids = owned_pids(owned);
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    pids.len()
+}
+
 /// Processes in the node's netns, in its cgroups, or naming its directory on their command line.
 fn owned_pids(owned: &Owned) -> BTreeSet<i32> {
     let me = std::process::id() as i32;

@@ -141,6 +141,22 @@ impl TestNode {
         })
     }
 
+    /// SIGKILL of the daemon and of everything the node runs (shims, containers): the machine
+    /// is gone. Its namespace stays (for teardown).
+    pub fn crash(&mut self) {
+        self.kill();
+        let owned = cleanup::Owned {
+            netns: self.netns.clone(),
+            dir: self.dir.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+        };
+        wait_for(
+            &format!("every process of {} killed", self.label),
+            READY_TIMEOUT,
+            || (cleanup::kill_processes(&owned) == 0).then_some(()),
+        );
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.daemon.as_mut() {
             Some(c) => c.try_wait().ok().flatten().is_none(),
