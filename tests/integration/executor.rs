@@ -279,12 +279,21 @@ fn leaving_the_cluster_removes_task_containers() {
         "sleep",
         "600",
     ]);
+    // Removing the service just before leaving catches its tasks mid-shutdown (sleep ignores
+    // SIGTERM as PID 1, so they sit in their grace period): leave must still finish the job,
+    // network attachments included.
+    node.shoal_ok(&["service", "rm", "web"]);
     node.shoal_ok(&["cluster", "leave", "--force"]);
     assert!(
         task_containers(&node).is_empty(),
         "{:?}",
         task_containers(&node)
     );
+    let netns_dir = node.socket().parent().unwrap().join("netns");
+    let attached: Vec<_> = std::fs::read_dir(&netns_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(attached.is_empty(), "attachments left: {attached:?}");
     let left: Vec<String> = containers(&node)
         .iter()
         .map(|c| c["name"].as_str().unwrap_or_default().to_string())

@@ -102,7 +102,8 @@ impl<E: Engine, N: TaskNetworks> Executor<E, N> {
             for id in gone {
                 self.release(&id);
             }
-            self.sweep(&keep).await;
+            // Removals go on in the background; assignments must not wait on grace periods.
+            drop(self.sweep(&keep).await);
         }
         for id in &a.removed_task_ids {
             self.release(id);
@@ -155,12 +156,14 @@ impl<E: Engine, N: TaskNetworks> Executor<E, N> {
     }
 
     /// Stops and removes containers of tasks this node no longer has.
-    async fn sweep(&self, keep: &HashSet<&str>) {
+    /// Returns the removals under way, for a caller that must see them finished (leave).
+    async fn sweep(&self, keep: &HashSet<&str>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut removals = Vec::new();
         let containers = match self.engine.list_containers(true).await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot list containers to remove those of unassigned tasks");
-                return;
+                return removals;
             }
         };
         for c in containers {
@@ -173,7 +176,7 @@ impl<E: Engine, N: TaskNetworks> Executor<E, N> {
             info!(task = %task, container = %c.id, "removing the container of an unassigned task");
             let (engine, networks) = (self.engine.clone(), self.networks.clone());
             let task = task.clone();
-            tokio::spawn(async move {
+            removals.push(tokio::spawn(async move {
                 let _ = engine
                     .stop_container(&c.id, Some(super::step::DEFAULT_STOP_GRACE))
                     .await;
@@ -187,8 +190,9 @@ impl<E: Engine, N: TaskNetworks> Executor<E, N> {
                 if let Err(e) = networks.detach(&task).await {
                     warn!(task = %task, error = %e, "cannot detach the task's network");
                 }
-            });
+            }));
         }
+        removals
     }
 
     /// Ends every worker, leaving containers as they are (daemon shutdown).
@@ -202,7 +206,11 @@ impl<E: Engine, N: TaskNetworks> Executor<E, N> {
     /// Leaving the cluster: stops and removes every task container, as Swarm does.
     pub async fn leave(mut self) {
         self.detach().await;
-        self.sweep(&HashSet::new()).await;
+        // Await the removals themselves, network detach included: returning when the
+        // containers are gone would let the daemon exit with attachments still held.
+        for removal in self.sweep(&HashSet::new()).await {
+            let _ = removal.await;
+        }
         // Wait until the sweep's removals are done, so leave returns with nothing left.
         for _ in 0..600 {
             match self.engine.list_containers(true).await {
