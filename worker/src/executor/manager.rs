@@ -332,6 +332,30 @@ mod tests {
         }
     }
 
+    /// Reads updates until every one of `tasks` has reported `state` (in any order: reading
+    /// them one by one would drop one task's updates while waiting for another's); returns
+    /// those statuses in the order of `tasks`.
+    async fn until_all(rx: &mut Rx, tasks: &[&str], state: TaskState) -> Vec<TaskStatus> {
+        let mut found: std::collections::HashMap<String, TaskStatus> = Default::default();
+        let waited = tokio::time::timeout(Duration::from_secs(600), async {
+            while found.len() < tasks.len() {
+                let u = rx.recv().await.expect("executor gone");
+                let s = u.status.unwrap();
+                if tasks.contains(&u.task_id.as_str()) && s.state() == state {
+                    found.insert(u.task_id, s);
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            panic!(
+                "not all of {tasks:?} reached {state:?}; only {:?}",
+                found.keys()
+            );
+        }
+        tasks.iter().map(|t| found[*t].clone()).collect()
+    }
+
     /// Reads updates until `task` reports `state`; returns that status and the states seen.
     async fn until(rx: &mut Rx, task: &str, state: TaskState) -> (TaskStatus, Vec<TaskState>) {
         let mut seen = Vec::new();
@@ -414,8 +438,7 @@ mod tests {
             task("t2", TaskState::Running),
         ]))
         .await;
-        until(&mut rx, "t1", TaskState::Running).await;
-        until(&mut rx, "t2", TaskState::Running).await;
+        until_all(&mut rx, &["t1", "t2"], TaskState::Running).await;
         // A container of a task this executor never heard of (e.g. left from a past run).
         engine
             .create_container(crate::engine::ContainerConfig {
@@ -505,8 +528,8 @@ mod tests {
         ]))
         .await
         .unwrap();
-        let (r1, _) = until(&mut rx, "t1", TaskState::Running).await;
-        let (r2, _) = until(&mut rx, "t2", TaskState::Running).await;
+        let both = until_all(&mut rx, &["t1", "t2"], TaskState::Running).await;
+        let (r1, r2) = (both[0].clone(), both[1].clone());
         // The daemon stops: containers are left running.
         cancel.cancel();
         first.await.unwrap();
