@@ -27,6 +27,26 @@ pub const API_VERSION: u32 = 1;
 /// lead refuses a call only the leader serves (worker sessions): callers follow it.
 pub const LEADER_ADDR_METADATA: &str = "shoal-leader-addr";
 
+/// Ulimits by Docker's names: what the API accepts and what the engine maps to RLIMIT_*.
+pub const ULIMIT_NAMES: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
 impl TaskState {
     /// A task in one of these states has stopped for good and will never run again.
     pub fn is_terminal(self) -> bool {

@@ -25,25 +25,6 @@ pub const MIN_MEMORY_LIMIT: i64 = 6 << 20;
 pub const MIN_LIMIT_NANO_CPUS: i64 = 10_000_000;
 /// The smallest CPU reservation: 0.001 CPU (as Docker).
 pub const MIN_RESERVED_NANO_CPUS: i64 = 1_000_000;
-/// Ulimits by Docker's names (those the worker's engine knows).
-pub const ULIMITS: [&str; 16] = [
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
 /// The largest CPU amount: a million CPUs (as the CLI's bound), beyond which it is a mistake.
 pub const MAX_NANO_CPUS: i64 = 1_000_000 * 1_000_000_000;
 /// Service names follow Docker's rules: DNS-friendly, at most 63 characters.
@@ -312,13 +293,13 @@ fn container(c: &ContainerSpec) -> Result {
     }
     for (i, u) in c.ulimits.iter().enumerate() {
         let field = format!("spec.task.container.ulimits[{i}] (--ulimit)");
-        if !ULIMITS.contains(&u.name.to_ascii_lowercase().as_str()) {
+        if !shoal_proto::ULIMIT_NAMES.contains(&u.name.to_ascii_lowercase().as_str()) {
             return Err(bad(
                 field,
                 format!(
                     "{:?} is not a ulimit; use one of {}, e.g. nofile=1024:2048",
                     u.name,
-                    ULIMITS.join(", ")
+                    shoal_proto::ULIMIT_NAMES.join(", ")
                 ),
             ));
         }

@@ -16,10 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_proto::{Node, NodeAvailability, ObjectKind, Service, Task, node_status};
 use shoal_raft::{Action, By, Event, Snapshot, Store, StoreError, Tx};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use super::{
-    MAX_WRITES_PER_TX, Reconciler, availability, commit, drive, fills_slot, is_global, new_task,
+    MAX_WRITES_PER_TX, Reconciler, availability, drive, fills_slot, is_global, new_task,
     node_state, observed, placement_accepts, retire, task_change,
 };
 use crate::clock::Clock;
@@ -114,16 +113,10 @@ impl Reconciler for Global {
 impl Global {
     /// Gives the service one task per eligible node and none elsewhere, in bounded transactions.
     async fn reconcile(&self, service_id: &str) -> Result<(), StoreError> {
-        loop {
-            let done = commit(&self.store, |tx| self.stage(tx, service_id)).await?;
-            let (more, created, retired) = done.value;
-            if created + retired > 0 {
-                info!(service = %service_id, created, retired, "reconciled global service");
-            }
-            if !more {
-                return Ok(());
-            }
-        }
+        super::reconcile_in_batches(&self.store, "global", service_id, |tx| {
+            self.stage(tx, service_id)
+        })
+        .await
     }
 
     fn stage(&self, tx: &mut Tx<'_>, service_id: &str) -> Result<(bool, usize, usize), StoreError> {

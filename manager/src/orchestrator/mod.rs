@@ -171,6 +171,25 @@ pub fn history_limit(cluster: Option<&Cluster>) -> u64 {
 
 /// Runs a transaction, retrying it on refusals caused by concurrent writers (a version
 /// conflict, or an object deleted meanwhile). `f` must re-read what it decides on.
+/// Runs `stage` (at most [`MAX_WRITES_PER_TX`] writes; returns whether more are needed and how
+/// many tasks it created and retired) in transactions until the service is where it should be.
+pub async fn reconcile_in_batches(
+    store: &Store,
+    kind: &str,
+    service_id: &str,
+    mut stage: impl FnMut(&mut Tx<'_>) -> Result<(bool, usize, usize), StoreError>,
+) -> Result<(), StoreError> {
+    loop {
+        let (more, created, retired) = commit(store, &mut stage).await?.value;
+        if created + retired > 0 {
+            tracing::info!(service = %service_id, created, retired, "reconciled {kind} service");
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
 pub async fn commit<R>(
     store: &Store,
     mut f: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError>,

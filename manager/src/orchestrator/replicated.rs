@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_proto::{ObjectKind, Service, Task};
 use shoal_raft::{Action, By, Event, Snapshot, Store, StoreError, Tx};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
-use super::{MAX_WRITES_PER_TX, Mode, Reconciler, commit, drive, fills_slot, mode, new_task};
+use super::{MAX_WRITES_PER_TX, Mode, Reconciler, drive, fills_slot, mode, new_task};
 use super::{observed, retire, task_change};
 use crate::clock::Clock;
 use crate::leader::{Controller, ControllerFuture};
@@ -105,16 +105,10 @@ impl Reconciler for Replicated {
 impl Replicated {
     /// Brings one service's slots to its replica count, in transactions of bounded size.
     async fn reconcile(&self, service_id: &str) -> Result<(), StoreError> {
-        loop {
-            let done = commit(&self.store, |tx| self.stage(tx, service_id)).await?;
-            let (more, created, retired) = done.value;
-            if created + retired > 0 {
-                info!(service = %service_id, created, retired, "reconciled replicated service");
-            }
-            if !more {
-                return Ok(());
-            }
-        }
+        super::reconcile_in_batches(&self.store, "replicated", service_id, |tx| {
+            self.stage(tx, service_id)
+        })
+        .await
     }
 
     /// Stages at most [`MAX_WRITES_PER_TX`] writes toward the goal; returns whether more are

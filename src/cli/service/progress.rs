@@ -10,9 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use shoal_proto::control_client::ControlClient;
-use shoal_proto::{
-    GetServiceRequest, ListTasksRequest, Service, Task, TaskState, list_tasks_request, service_spec,
-};
+use shoal_proto::{ListTasksRequest, Service, Task, TaskState, list_tasks_request, service_spec};
 use tonic::transport::Channel;
 
 /// How often task states are read.
@@ -102,7 +100,7 @@ pub async fn converge(control: &mut ControlClient<Channel>, id: &str) -> Result<
     let mut last_line = String::new();
     let mut running_since: Option<std::time::Instant> = None;
     loop {
-        let service = get(control, id).await?;
+        let service = super::get(control, id).await?;
         let global = matches!(
             service.spec.as_ref().and_then(|s| s.mode.as_ref()),
             Some(service_spec::Mode::Global(_))
@@ -228,17 +226,6 @@ pub async fn converge(control: &mut ControlClient<Channel>, id: &str) -> Result<
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-async fn get(control: &mut ControlClient<Channel>, id: &str) -> Result<Service> {
-    control
-        .get_service(GetServiceRequest {
-            service_id: id.to_string(),
-        })
-        .await?
-        .into_inner()
-        .service
-        .ok_or_else(|| anyhow::anyhow!("the manager returned no service"))
 }
 
 fn name(s: &Service) -> &str {

@@ -438,32 +438,14 @@ fn resources(input: &SpecInput) -> Result<Value> {
 
 /// Ulimits by Docker's names.
 fn rlimits(ulimits: &[shoal_proto::Ulimit]) -> Result<Vec<Value>> {
-    const NAMES: [&str; 16] = [
-        "as",
-        "core",
-        "cpu",
-        "data",
-        "fsize",
-        "locks",
-        "memlock",
-        "msgqueue",
-        "nice",
-        "nofile",
-        "nproc",
-        "rss",
-        "rtprio",
-        "rttime",
-        "sigpending",
-        "stack",
-    ];
     let mut out = Vec::new();
     for u in ulimits {
         let name = u.name.to_ascii_lowercase();
-        if !NAMES.contains(&name.as_str()) {
+        if !shoal_proto::ULIMIT_NAMES.contains(&name.as_str()) {
             return Err(EngineError::InvalidArgument(format!(
                 "unknown ulimit {:?}; known: {}",
                 u.name,
-                NAMES.join(", ")
+                shoal_proto::ULIMIT_NAMES.join(", ")
             )));
         }
         if u.soft < 0 || u.hard < 0 || u.soft > u.hard {
