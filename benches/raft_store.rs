@@ -86,6 +86,25 @@ impl Children {
         let _ = child.wait();
         args
     }
+
+    /// User plus system CPU time of every running child (all three members), from /proc.
+    fn cpu_time(&self) -> Duration {
+        // Clock ticks are 100 per second on Linux (USER_HZ), whatever the kernel's HZ.
+        let ticks: u64 = self
+            .0
+            .values()
+            .filter_map(|(child, _)| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+                // Fields after the command name (which may hold spaces), from field 3 on.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let fields: Vec<&str> = rest.split(' ').collect();
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(utime + stime)
+            })
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
 }
 
 impl Drop for Children {
@@ -545,66 +564,129 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Which systems and parts to run: `RAFT_BENCH=shoal|etcd` runs one system only,
+/// `RAFT_BENCH_FAILOVER=0` skips the failover rounds (handy while profiling).
+fn wanted(system: &str) -> bool {
+    std::env::var("RAFT_BENCH").map_or(true, |only| only == system)
+}
+
+fn failover_wanted() -> bool {
+    std::env::var("RAFT_BENCH_FAILOVER").map_or(true, |v| v != "0")
+}
+
+/// One measured load: throughput, latencies, and the members' CPU time per write.
+struct Row {
+    system: &'static str,
+    load: &'static str,
+    tput: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_per_write: Duration,
+}
+
+/// Runs one load against `target`, accounting the CPU time `children` spent meanwhile.
+async fn measure<T: Target>(
+    system: &'static str,
+    load: &'static str,
+    target: T,
+    writers: usize,
+    ops: usize,
+    children: &Children,
+) -> Row {
+    let cpu_before = children.cpu_time();
+    let run = drive(target, writers, ops).await;
+    let cpu = children.cpu_time().saturating_sub(cpu_before);
+    let writes = run.latencies.len() as u32;
+    let (tput, p50, p99) = run.summary();
+    Row {
+        system,
+        load,
+        tput,
+        p50,
+        p99,
+        cpu_per_write: cpu / writes,
+    }
+}
+
 async fn bench() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut rows = Vec::new();
+    let mut failovers = Vec::new();
 
-    let mut shoal = ShoalCluster::start(root.path()).await;
-    let leader = shoal.leader().await;
-    let target = Shoal(channel(&shoal.addrs[&leader]));
-    rows.push((
-        "shoal-raft",
-        "sequential",
-        drive(target.clone(), 1, SEQUENTIAL_OPS).await.summary(),
-    ));
-    rows.push((
-        "shoal-raft",
-        "64 writers",
-        drive(target, WRITERS, OPS_PER_WRITER).await.summary(),
-    ));
-    let mut shoal_failover = Vec::new();
-    for round in 0..FAILOVERS {
-        shoal_failover.push(shoal.failover(round).await);
+    if wanted("shoal") {
+        let mut shoal = ShoalCluster::start(root.path()).await;
+        let leader = shoal.leader().await;
+        let target = Shoal(channel(&shoal.addrs[&leader]));
+        let c = &shoal.children;
+        rows.push(
+            measure(
+                "shoal-raft",
+                "sequential",
+                target.clone(),
+                1,
+                SEQUENTIAL_OPS,
+                c,
+            )
+            .await,
+        );
+        rows.push(
+            measure(
+                "shoal-raft",
+                "64 writers",
+                target,
+                WRITERS,
+                OPS_PER_WRITER,
+                c,
+            )
+            .await,
+        );
+        if failover_wanted() {
+            let mut times = Vec::new();
+            for round in 0..FAILOVERS {
+                times.push(shoal.failover(round).await);
+            }
+            failovers.push(("shoal-raft", times));
+        }
     }
-    drop(shoal);
 
-    let mut etcd = EtcdCluster::start(root.path()).await;
-    let leader = etcd.leader().await;
-    let target = Etcd(channel(&etcd.clients[&leader]));
-    rows.push((
-        "etcd",
-        "sequential",
-        drive(target.clone(), 1, SEQUENTIAL_OPS).await.summary(),
-    ));
-    rows.push((
-        "etcd",
-        "64 writers",
-        drive(target, WRITERS, OPS_PER_WRITER).await.summary(),
-    ));
-    let mut etcd_failover = Vec::new();
-    for round in 0..FAILOVERS {
-        etcd_failover.push(etcd.failover(round).await);
+    if wanted("etcd") {
+        let mut etcd = EtcdCluster::start(root.path()).await;
+        let leader = etcd.leader().await;
+        let target = Etcd(channel(&etcd.clients[&leader]));
+        let c = &etcd.children;
+        rows.push(measure("etcd", "sequential", target.clone(), 1, SEQUENTIAL_OPS, c).await);
+        rows.push(measure("etcd", "64 writers", target, WRITERS, OPS_PER_WRITER, c).await);
+        if failover_wanted() {
+            let mut times = Vec::new();
+            for round in 0..FAILOVERS {
+                times.push(etcd.failover(round).await);
+            }
+            failovers.push(("etcd", times));
+        }
     }
-    drop(etcd);
 
     let size = bench_task("w0", 1, 1).encode_to_vec().len();
     println!("3 members on loopback, {size}-byte objects, one gRPC connection to the leader");
     println!(
-        "{:<11} {:<11} {:>12} {:>10} {:>10}",
-        "system", "load", "writes/s", "p50", "p99"
+        "{:<11} {:<11} {:>10} {:>10} {:>10} {:>14}",
+        "system", "load", "writes/s", "p50", "p99", "CPU/write"
     );
-    for (system, load, (tput, p50, p99)) in rows {
+    for r in rows {
         println!(
-            "{system:<11} {load:<11} {tput:>12.0} {:>10} {:>10}",
-            ms(p50),
-            ms(p99)
+            "{:<11} {:<11} {:>10.0} {:>10} {:>10} {:>14}",
+            r.system,
+            r.load,
+            r.tput,
+            ms(r.p50),
+            ms(r.p99),
+            format!("{:.0} us", r.cpu_per_write.as_secs_f64() * 1e6),
         );
     }
-    println!(
-        "leader failover (SIGKILL to first committed write), median of {FAILOVERS}: shoal-raft {} (max {}), etcd {} (max {})",
-        ms(median(shoal_failover.clone())),
-        ms(*shoal_failover.iter().max().unwrap()),
-        ms(median(etcd_failover.clone())),
-        ms(*etcd_failover.iter().max().unwrap()),
-    );
+    for (system, times) in failovers {
+        println!(
+            "leader failover (SIGKILL to first committed write), {system}: median of {FAILOVERS} {} (max {})",
+            ms(median(times.clone())),
+            ms(*times.iter().max().unwrap()),
+        );
+    }
 }

@@ -51,6 +51,7 @@
 //!
 //! Modules: `store` (API, tables, transactions, watches), `storage` (sled log and state
 //! machine), `network` (tonic transport and the TLS seam), `node` (wiring and forwarding),
+//! `group_commit` (many transactions per log entry under load),
 //! `membership` (checked membership changes), `config` (settings), `types` (openraft types).
 
 #![forbid(unsafe_code)]
@@ -59,6 +60,7 @@
 
 pub mod config;
 pub mod error;
+pub(crate) mod group_commit;
 pub mod membership;
 pub mod network;
 pub mod node;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use shoal_proto::raft_transport_client::RaftTransportClient;
 use shoal_proto::raft_transport_server::RaftTransportServer;
@@ -32,12 +32,13 @@ use tracing::Instrument;
 
 use crate::config::NodeConfig;
 use crate::error::StoreError;
+use crate::group_commit::{self, GroupCommit, Outcome};
 use crate::network::client::{MAX_MESSAGE, Peers};
 use crate::network::server::RaftService;
 use crate::network::tls;
 use crate::storage::{self, OpenError};
 use crate::store::{BoxFuture, Proposer, Shared, Store};
-use crate::types::{Command, NodeId, TypeConfig};
+use crate::types::{NodeId, TypeConfig};
 
 /// Why a node could not start or be bootstrapped.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub(crate) struct NodeInner {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) peers: Peers,
     pub(crate) config: NodeConfig,
+    /// Gathers this node's writes into log entries while it leads.
+    group: GroupCommit,
 }
 
 impl NodeInner {
@@ -92,26 +95,20 @@ impl NodeInner {
         Some((id, addr))
     }
 
-    /// Appends a proposal through this node's Raft, if it leads.
+    /// Appends a proposal through this node's Raft (gathered with others into one entry by
+    /// group commit), if it leads.
     pub(crate) async fn write_local(
         &self,
         proposal: StoreProposal,
         deadline: Instant,
     ) -> LocalWrite {
-        let write = self.raft.client_write(Command(proposal));
-        match tokio::time::timeout_at(deadline, write).await {
-            Ok(Ok(resp)) => LocalWrite::Done(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let hint = f
-                    .leader_id
-                    .zip(f.leader_node.map(|n| n.addr))
-                    .filter(|(id, _)| *id != self.id);
-                LocalWrite::NotLeader(hint)
+        match tokio::time::timeout_at(deadline, self.group.submit(proposal)).await {
+            Ok(Outcome::Committed(commit)) => LocalWrite::Done(commit),
+            Ok(Outcome::NotLeader(hint)) => {
+                LocalWrite::NotLeader(hint.filter(|(id, _)| *id != self.id))
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                LocalWrite::Failed(StoreError::Raft(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => LocalWrite::Failed(StoreError::Uncertain(format!(
+            Ok(Outcome::Refused(e)) => LocalWrite::Failed(StoreError::Raft(e)),
+            Ok(Outcome::Stopped(e)) => LocalWrite::Failed(StoreError::Uncertain(format!(
                 "Raft on manager {} stopped ({e})",
                 self.id
             ))),
@@ -343,9 +340,11 @@ impl RaftNode {
                 id,
                 detail: e.to_string(),
             })?;
+        let group = GroupCommit::start(raft.clone(), group_commit::DEFAULT_WINDOW);
         let inner = Arc::new(NodeInner {
             id,
             raft,
+            group,
             peers,
             config: config.clone(),
         });

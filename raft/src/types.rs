@@ -2,8 +2,8 @@
 //!
 //! openraft's messages (votes, log entries, membership) are serde types; they are encoded with
 //! postcard, a compact non-self-describing format, both on the wire and in the sled log. The
-//! Store's payload inside a log entry is not serde-encoded: it is the prost `StoreProposal`,
-//! carried as opaque bytes, so the model keeps one schema (the .proto files) and the serde
+//! Store's payload inside a log entry is not serde-encoded: it is the prost `StoreBatch` (the
+//! transactions gathered into that entry), carried as opaque bytes, so the model keeps one schema (the .proto files) and the serde
 //! attributes meant for JSON output never affect what is replicated.
 
 use std::io::Cursor;
@@ -11,16 +11,17 @@ use std::io::Cursor;
 use prost::Message;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use shoal_proto::{StoreCommit, StoreProposal};
+use shoal_proto::{StoreBatch, StoreCommit};
 
 /// A Raft node ID. Managers' `ManagerStatus.raft_id` carries it.
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// Shoal's openraft types: log payloads are Store proposals, results are Store commits.
+    /// Shoal's openraft types: a log payload is a batch of Store transactions, its result the
+    /// commit of each (in the same order; empty for blank and membership entries).
     pub TypeConfig:
         D = Command,
-        R = StoreCommit,
+        R = Vec<StoreCommit>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -28,9 +29,9 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// The application payload of a log entry: one Store transaction.
+/// The application payload of a log entry: the Store transactions committed together.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Command(pub StoreProposal);
+pub struct Command(pub StoreBatch);
 
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -44,12 +45,12 @@ impl<'de> Deserialize<'de> for Command {
         impl<'de> Visitor<'de> for BytesVisitor {
             type Value = Command;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a prost-encoded StoreProposal")
+                f.write_str("a prost-encoded StoreBatch")
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Command, E> {
-                StoreProposal::decode(v)
+                StoreBatch::decode(v)
                     .map(Command)
-                    .map_err(|e| E::custom(format!("bad StoreProposal: {e}")))
+                    .map_err(|e| E::custom(format!("bad StoreBatch: {e}")))
             }
             // Self-describing formats (JSON) represent bytes as a sequence of numbers.
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
@@ -77,21 +78,24 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::{StoreAction, StoreObject, Task, store_object};
+    use shoal_proto::{StoreAction, StoreObject, StoreProposal, Task, store_object};
 
     #[test]
     fn command_round_trips_through_postcard_inside_an_entry() {
-        let cmd = Command(StoreProposal {
+        let proposal = |id: &str| StoreProposal {
             actions: vec![StoreAction {
                 kind: 0,
                 object: Some(StoreObject {
                     object: Some(store_object::Object::Task(Task {
-                        id: "t1".into(),
+                        id: id.into(),
                         desired_state: shoal_proto::TaskState::Running as i32,
                         ..Default::default()
                     })),
                 }),
             }],
+        };
+        let cmd = Command(StoreBatch {
+            proposals: vec![proposal("t1"), proposal("t2")],
         });
         let entry = openraft::Entry::<TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 7),

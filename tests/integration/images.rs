@@ -38,7 +38,9 @@ pub fn images() -> &'static Images {
             Path::new(BUSYBOX).exists(),
             "{BUSYBOX} is missing: install Debian's busybox-static (apt-get install busybox-static)"
         );
-        let dir = std::env::temp_dir().join(format!("{}-images", crate::harness::unique_name()));
+        // Named like every harness directory, so the next test run's stale sweep removes it
+        // (a static is never dropped, so this process cannot).
+        let dir = std::env::temp_dir().join(crate::harness::unique_name());
         std::fs::create_dir_all(&dir).unwrap();
         let base = busybox_layer();
         let motd = layer(&[("etc/motd", File::Data(b"welcome\n"))]);

@@ -1,10 +1,14 @@
 //! The Raft log and vote on sled, flushed before anything is acknowledged.
 //!
-//! Appends are written at once but acknowledged (openraft's `LogFlushed` callback) only after
-//! a flush; a single flusher task batches the callbacks of every append that arrived while the
-//! previous flush ran into one fsync (group commit). Votes are flushed before `save_vote`
-//! returns. Truncation and purging need no flush of their own: a later flush covers them, and
-//! replaying a purged prefix or a truncated tail after a crash is harmless to Raft.
+//! An append is written and flushed before openraft's `LogFlushed` callback is called, inline
+//! on the calling task. openraft 0.9 awaits that callback inside its core task anyway (its
+//! `append_to_log` turns the non-blocking storage API back into a blocking one), so handing the
+//! flush to another thread or task would only add two wakeups to every entry's path on every
+//! member, for nothing in return; batching happens a level up instead, where many
+//! transactions share one entry (`group_commit`). sled's blocking `flush` is used rather than
+//! `flush_async`, which would queue one more job on sled's IO pool. Votes are flushed before
+//! `save_vote` returns. Truncation and purging need no flush of their own: a later flush covers
+//! them, and replaying a purged prefix or a truncated tail after a crash is harmless to Raft.
 
 use std::fmt::Debug;
 use std::io;
@@ -14,7 +18,6 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
 };
-use tokio::sync::mpsc;
 
 use crate::types::{NodeId, TypeConfig, decode, encode};
 
@@ -28,7 +31,6 @@ pub(crate) struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     raft: sled::Tree,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 fn key(index: u64) -> [u8; 8] {
@@ -45,14 +47,7 @@ impl LogStore {
     pub(crate) fn open(db: sled::Db) -> Result<Self, sled::Error> {
         let log = db.open_tree("log")?;
         let raft = db.open_tree("raft")?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(db.clone(), rx));
-        Ok(LogStore {
-            db,
-            log,
-            raft,
-            flusher: tx,
-        })
+        Ok(LogStore { db, log, raft })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -65,26 +60,6 @@ impl LogStore {
         decode(&bytes)
             .map(Some)
             .map_err(|e| StorageIOError::read(&e).into())
-    }
-}
-
-/// Flushes sled and acknowledges appends, batching all appends that queue up during a flush.
-async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
-    while let Some(first) = rx.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
-        }
-        let result = db.flush_async().await;
-        for callback in waiting {
-            let r = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(io::Error::other(format!(
-                    "flushing the Raft log failed: {e}"
-                ))),
-            };
-            callback.log_io_completed(r);
-        }
     }
 }
 
@@ -189,16 +164,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        if let Err(mpsc::error::SendError(callback)) = self.flusher.send(callback) {
-            // Only during shutdown: flush inline rather than never acknowledging.
-            let r = self
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(io::Error::other);
-            callback.log_io_completed(r);
-        }
+        // Blocks this worker thread for the length of one fsync; see the module comment.
+        let flushed = self
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| io::Error::other(format!("flushing the Raft log failed: {e}")));
+        callback.log_io_completed(flushed);
         Ok(())
     }
 

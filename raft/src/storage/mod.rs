@@ -120,44 +120,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn state_survives_reopening_without_replaying_the_log() {
+    async fn tables_are_written_after_an_interval_and_before_a_snapshot_and_reopen_there() {
         use openraft::storage::RaftStateMachine;
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-        use shoal_proto::{StoreAction, StoreProposal, Task};
+        use shoal_proto::{StoreAction, StoreBatch, StoreProposal, Task};
 
         use crate::store::object::Object;
         use crate::types::Command;
 
+        let create = |id: &str| StoreProposal {
+            actions: vec![StoreAction {
+                kind: 0,
+                object: Some(
+                    Task {
+                        id: id.into(),
+                        ..Default::default()
+                    }
+                    .into_store(),
+                ),
+            }],
+        };
         let dir = tempfile::tempdir().unwrap();
         {
             let (_log, mut sm, shared) = open(dir.path(), 16).await.unwrap();
-            let task = Task {
-                id: "t1".into(),
-                ..Default::default()
-            };
+            // One entry, three transactions; the second is refused on its own.
             let entry = Entry::<TypeConfig> {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), 5),
-                payload: EntryPayload::Normal(Command(StoreProposal {
-                    actions: vec![StoreAction {
-                        kind: 0,
-                        object: Some(task.into_store()),
-                    }],
+                payload: EntryPayload::Normal(Command(StoreBatch {
+                    proposals: vec![create("t1"), create("t1"), create("t2")],
                 })),
             };
             let results = sm.apply([entry]).await.unwrap();
-            assert_eq!(results[0].index, 5);
-            assert!(results[0].failure.is_none());
+            let commits = &results[0];
+            assert_eq!(commits.len(), 3);
+            assert!(commits.iter().all(|c| c.index == 5));
+            assert!(commits[0].failure.is_none());
+            assert!(commits[1].failure.is_some(), "t1 already exists");
+            assert!(commits[2].failure.is_none());
             assert_eq!(shared.index(), 5);
+            // Changes are written once they have waited PERSIST_INTERVAL, with a later apply.
+            tokio::time::sleep(state_machine::PERSIST_INTERVAL).await;
+            let blank = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 6),
+                payload: EntryPayload::Blank,
+            };
+            sm.apply([blank]).await.unwrap();
+            // And at once before a snapshot, which lets openraft purge the log behind it.
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 7),
+                payload: EntryPayload::Normal(Command(StoreBatch {
+                    proposals: vec![create("t3")],
+                })),
+            };
+            sm.apply([entry]).await.unwrap();
+            let _ = sm.get_snapshot_builder().await;
         }
         let (_log, mut sm, shared) = open(dir.path(), 16).await.unwrap();
         let (applied, _) = sm.applied_state().await.unwrap();
-        assert_eq!(applied.map(|l| l.index), Some(5));
-        assert_eq!(shared.index(), 5);
-        let t = shared
-            .read()
-            .tables
-            .get(shoal_proto::ObjectKind::Task, "t1")
-            .cloned();
-        assert_eq!(crate::store::object::version_of(&t.unwrap()), 5);
+        assert_eq!(applied.map(|l| l.index), Some(7));
+        assert_eq!(shared.index(), 7);
+        for (id, version) in [("t1", 5), ("t2", 5), ("t3", 7)] {
+            let t = shared
+                .read()
+                .tables
+                .get(shoal_proto::ObjectKind::Task, id)
+                .cloned();
+            assert_eq!(crate::store::object::version_of(&t.unwrap()), version);
+        }
     }
 }

@@ -1,8 +1,15 @@
 //! The Raft state machine: applies committed entries to the Store's tables and persists them.
 //!
 //! Each `apply` call changes the in-memory tables (through `Shared`, which also feeds watchers)
-//! and then writes the touched objects plus the new "applied" position to sled in one atomic
-//! batch, so the on-disk tables always match some applied index. Snapshots are the tables
+//! and notes the touched objects. The noted objects are written to sled, with the "applied"
+//! position they amount to, in one atomic batch at most every `PERSIST_INTERVAL` (or
+//! `PERSIST_MAX_PENDING` objects), so the on-disk tables always match some applied index that
+//! trails the real one by a fraction of a second. Nothing is lost by the lag: every applied
+//! entry is committed and in the flushed log, and after a restart openraft re-applies the
+//! entries between the persisted position and the commit index. What the lag buys is that a
+//! busy object (a task whose status changes every second, a writer hammering one key) is
+//! encoded and written once per interval rather than once per change, and that applying an
+//! entry never waits on sled. Snapshots are the tables
 //! prost-encoded; the last one is kept on disk so a restarted leader can still send it.
 
 use std::io::Cursor;
@@ -27,6 +34,11 @@ const MEMBERS: &[u8] = b"members";
 const OBJECT_PREFIX: u8 = b'o';
 const SNAP_META: &[u8] = b"meta";
 const SNAP_DATA: &[u8] = b"data";
+
+/// Longest time applied changes stay only in memory (a restart re-applies them from the log).
+pub(crate) const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Most distinct objects waiting to be written before they are written regardless.
+const PERSIST_MAX_PENDING: usize = 4096;
 
 type Membership = StoredMembership<NodeId, BasicNode>;
 
@@ -60,6 +72,10 @@ pub(crate) struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
     snapshot_seq: u64,
+    /// Objects changed since the tables were last written: sled key -> object (None: removed).
+    pending: std::collections::HashMap<Vec<u8>, Option<Arc<StoreObject>>>,
+    /// When the oldest pending change was applied.
+    pending_since: Option<std::time::Instant>,
 }
 
 impl StateMachine {
@@ -99,6 +115,8 @@ impl StateMachine {
             last_applied,
             membership,
             snapshot_seq: 0,
+            pending: Default::default(),
+            pending_since: None,
         };
         Ok((machine, shared))
     }
@@ -115,14 +133,48 @@ impl StateMachine {
     }
 }
 
-/// Persists one commit's changes into a batch.
-fn persist(batch: &mut sled::Batch, changes: &[Change]) {
-    for change in changes {
-        let key = object_key(&change.object);
-        match change.action {
-            Action::Remove => batch.remove(key),
-            Action::Create | Action::Update => batch.insert(key, change.object.encode_to_vec()),
+impl StateMachine {
+    /// Notes one entry's changes for the next write (a later change of an object replaces an
+    /// earlier one).
+    fn note(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
         }
+        self.pending_since
+            .get_or_insert_with(std::time::Instant::now);
+        for change in changes {
+            let key = object_key(&change.object);
+            let value = match change.action {
+                Action::Remove => None,
+                Action::Create | Action::Update => Some(change.object),
+            };
+            self.pending.insert(key, value);
+        }
+    }
+
+    /// Writes the pending objects and the applied position in one atomic batch, if they have
+    /// waited long enough (or `now`).
+    fn persist(&mut self, now: bool) -> Result<(), StorageError<NodeId>> {
+        let due = self
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= PERSIST_INTERVAL)
+            || self.pending.len() >= PERSIST_MAX_PENDING;
+        if !(now || due) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.pending.drain() {
+            match value {
+                Some(obj) => batch.insert(key, obj.encode_to_vec()),
+                None => batch.remove(key),
+            }
+        }
+        self.pending_since = None;
+        self.stamp(&mut batch)?;
+        self.sm
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        Ok(())
     }
 }
 
@@ -135,12 +187,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<StoreCommit>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<StoreCommit>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
         let mut results = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
@@ -148,38 +199,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {
                     self.shared.mark_applied(index);
-                    results.push(StoreCommit {
-                        index,
-                        ..Default::default()
-                    });
+                    results.push(Vec::new());
                 }
                 EntryPayload::Normal(command) => {
-                    let (commit, changes) = self.shared.apply(index, &command.0);
-                    persist(&mut batch, &changes);
-                    results.push(commit);
+                    let (commits, changes) = self.shared.apply(index, &command.0);
+                    self.note(changes);
+                    results.push(commits);
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     self.shared.mark_applied(index);
-                    results.push(StoreCommit {
-                        index,
-                        ..Default::default()
-                    });
+                    results.push(Vec::new());
                 }
             }
         }
-        self.stamp(&mut batch)?;
-        self.sm
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.persist(false)?;
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
+        // openraft purges the log up to (a little before) this snapshot once it is built: the
+        // persisted tables must not be older than that, or a restart would find the entries it
+        // needs to re-apply gone. Write them now; the snapshot's flush makes them durable.
+        let persisted = self.persist(true).err();
         // Taken between two applies, so the tables match last_applied exactly.
         let tables = self.shared.read().tables.clone();
         SnapshotBuilder {
+            persisted,
             db: self.db.clone(),
             snap: self.snap.clone(),
             tables,
@@ -207,7 +254,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
 
-        // Replace the persisted tables in one atomic batch.
+        // Replace the persisted tables in one atomic batch; what was pending is superseded.
+        self.pending.clear();
+        self.pending_since = None;
         let mut batch = sled::Batch::default();
         for item in self.sm.scan_prefix([OBJECT_PREFIX]) {
             let (k, _) = item.map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
@@ -270,6 +319,8 @@ async fn save_snapshot(
 
 /// Builds a snapshot from tables captured between two applies.
 pub(crate) struct SnapshotBuilder {
+    /// Why the tables could not be written before this snapshot, if they could not.
+    persisted: Option<StorageError<NodeId>>,
     db: sled::Db,
     snap: sled::Tree,
     tables: Tables,
@@ -280,6 +331,9 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        if let Some(e) = self.persisted.take() {
+            return Err(e);
+        }
         let tables = std::mem::take(&mut self.tables);
         // Encoding a large store is CPU work: keep it off the async threads.
         let data = tokio::task::spawn_blocking(move || tables.encode_snapshot())

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use shoal_proto::{ObjectKind, StoreCommit, StoreObject, StoreProposal};
+use shoal_proto::{ObjectKind, StoreBatch, StoreCommit, StoreObject, StoreProposal};
 use tokio::sync::watch as tokio_watch;
 
 use crate::error::StoreError;
@@ -50,6 +50,32 @@ pub(crate) struct State {
     /// Last log index applied (proposals, but also blank and membership entries).
     pub(crate) index: u64,
     subscribers: Subscribers,
+}
+
+impl State {
+    /// Applies one transaction at `index` (all of it, or none) and publishes its changes.
+    fn apply_one(&mut self, index: u64, proposal: &StoreProposal) -> (StoreCommit, Vec<Change>) {
+        match self.tables.apply(index, proposal) {
+            Ok(changes) => {
+                self.subscribers.publish(index, &changes);
+                let objects = changes.iter().map(|c| (*c.object).clone()).collect();
+                let commit = StoreCommit {
+                    index,
+                    objects,
+                    failure: None,
+                };
+                (commit, changes)
+            }
+            Err(failure) => {
+                let commit = StoreCommit {
+                    index,
+                    objects: Vec::new(),
+                    failure: Some(failure),
+                };
+                (commit, Vec::new())
+            }
+        }
+    }
 }
 
 /// The tables of one replica, shared by the state machine (writer) and the Store (readers).
@@ -83,59 +109,30 @@ impl Shared {
         self.read().index
     }
 
-    /// Applies a proposal as log entry `index` and publishes its changes.
-    pub(crate) fn apply(&self, index: u64, proposal: &StoreProposal) -> (StoreCommit, Vec<Change>) {
+    /// Applies a log entry's transactions, in order, as log entry `index`, and publishes their
+    /// changes. One write lock covers the whole entry, so no reader or new watcher ever sees
+    /// part of an index. Returns each transaction's commit and every change (for persisting).
+    pub(crate) fn apply(&self, index: u64, batch: &StoreBatch) -> (Vec<StoreCommit>, Vec<Change>) {
         let mut state = self.write();
-        let result = state.tables.apply(index, proposal);
+        let mut commits = Vec::with_capacity(batch.proposals.len());
+        let mut all = Vec::new();
+        for proposal in &batch.proposals {
+            let (commit, changes) = state.apply_one(index, proposal);
+            commits.push(commit);
+            all.extend(changes);
+        }
         state.index = state.index.max(index);
-        let out = match result {
-            Ok(changes) => {
-                state.subscribers.publish(index, &changes);
-                let objects = changes.iter().map(|c| (*c.object).clone()).collect();
-                (
-                    StoreCommit {
-                        index,
-                        objects,
-                        failure: None,
-                    },
-                    changes,
-                )
-            }
-            Err(failure) => (
-                StoreCommit {
-                    index,
-                    objects: Vec::new(),
-                    failure: Some(failure),
-                },
-                Vec::new(),
-            ),
-        };
         drop(state);
         self.applied.send_replace(index);
-        out
+        (commits, all)
     }
 
     /// Applies at the next index: the in-memory Store's whole "consensus".
     fn apply_next(&self, proposal: &StoreProposal) -> StoreCommit {
         let mut state = self.write();
         let index = state.index + 1;
-        let result = state.tables.apply(index, proposal);
+        let (commit, _) = state.apply_one(index, proposal);
         state.index = index;
-        let commit = match result {
-            Ok(changes) => {
-                state.subscribers.publish(index, &changes);
-                StoreCommit {
-                    index,
-                    objects: changes.iter().map(|c| (*c.object).clone()).collect(),
-                    failure: None,
-                }
-            }
-            Err(failure) => StoreCommit {
-                index,
-                objects: Vec::new(),
-                failure: Some(failure),
-            },
-        };
         drop(state);
         self.applied.send_replace(index);
         commit
