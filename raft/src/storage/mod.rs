@@ -10,8 +10,10 @@
 //! snap   "meta" | "data"        -> the last snapshot built or installed
 //! ```
 //!
-//! The tables are persisted with every apply, so a restart re-applies only the entries between
-//! the persisted "applied" and the commit index, not the whole log.
+//! The tables are persisted at most 200 ms behind the applied index (and in full before every
+//! snapshot, so the log openraft purges behind a snapshot is never needed again): a restart
+//! loads them and re-applies only the entries between the persisted "applied" and the commit
+//! index, not the whole log.
 
 pub(crate) mod log;
 pub(crate) mod state_machine;
