@@ -18,8 +18,8 @@ use shoal_raft::{Action, By, Event, Snapshot, Store, StoreError, Tx};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    MAX_WRITES_PER_TX, Reconciler, availability, drive, fills_slot, is_global, new_task,
-    node_state, observed, placement_accepts, retire, task_change,
+    MAX_WRITES_PER_TX, Reconciler, availability, drive, emptied_slot, fills_slot, is_global,
+    new_task, node_state, observed, placement_accepts, retire,
 };
 use crate::clock::Clock;
 use crate::leader::{Controller, ControllerFuture};
@@ -85,15 +85,8 @@ impl Reconciler for Global {
                 if event.action != Action::Remove && is_global(service) {
                     dirty.insert(service.id.clone());
                 }
-            } else if let Some((task, old)) = task_change(event) {
-                let emptied = match event.action {
-                    Action::Remove => fills_slot(task),
-                    Action::Update => old.is_some_and(fills_slot) && !fills_slot(task),
-                    Action::Create => false,
-                };
-                if emptied {
-                    dirty.insert(task.service_id.clone());
-                }
+            } else if let Some(task) = emptied_slot(event) {
+                dirty.insert(task.service_id.clone());
             } else if event.get::<Node>().is_some() {
                 nodes_changed = true;
             }

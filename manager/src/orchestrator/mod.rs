@@ -37,7 +37,7 @@ use shoal_proto::{
     Cluster, Node, NodeAvailability, ObjectKind, Service, Task, TaskState, TaskStatus, node_status,
     service_spec,
 };
-use shoal_raft::{Committed, Event, Snapshot, Store, StoreError, Tx, Watch, WatchError};
+use shoal_raft::{Action, Committed, Event, Snapshot, Store, StoreError, Tx, Watch, WatchError};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -286,6 +286,18 @@ pub fn task_change(event: &Event) -> Option<(&Task, Option<&Task>)> {
         .as_deref()
         .and_then(<Task as shoal_raft::Object>::from_store_ref);
     Some((task, old))
+}
+
+/// The task whose service lost a slot-filling task with this event (removed, or moved out of
+/// the states that fill a slot): the service needs a replacement.
+pub fn emptied_slot(event: &Event) -> Option<&Task> {
+    let (task, old) = task_change(event)?;
+    let emptied = match event.action {
+        Action::Remove => fills_slot(task),
+        Action::Update => old.is_some_and(fills_slot) && !fills_slot(task),
+        Action::Create => false,
+    };
+    emptied.then_some(task)
 }
 
 /// A controller's logic, driven by [`drive`]: a full pass over a snapshot when it starts (or

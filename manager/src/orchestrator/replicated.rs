@@ -15,12 +15,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{ObjectKind, Service, Task};
-use shoal_raft::{Action, By, Event, Snapshot, Store, StoreError, Tx};
+use shoal_raft::{By, Event, Snapshot, Store, StoreError, Tx};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{MAX_WRITES_PER_TX, Mode, Reconciler, drive, fills_slot, mode, new_task};
-use super::{observed, retire, task_change};
+use super::{emptied_slot, observed, retire};
 use crate::clock::Clock;
 use crate::leader::{Controller, ControllerFuture};
 
@@ -83,15 +83,8 @@ impl Reconciler for Replicated {
         for event in &events {
             if let Some(service) = event.get::<Service>() {
                 dirty.insert(service.id.clone());
-            } else if let Some((task, old)) = task_change(event) {
-                let emptied = match event.action {
-                    Action::Remove => fills_slot(task),
-                    Action::Update => old.is_some_and(fills_slot) && !fills_slot(task),
-                    Action::Create => false,
-                };
-                if emptied {
-                    dirty.insert(task.service_id.clone());
-                }
+            } else if let Some(task) = emptied_slot(event) {
+                dirty.insert(task.service_id.clone());
             }
         }
         drop(events);

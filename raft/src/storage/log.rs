@@ -118,10 +118,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.raft
             .insert(VOTE, bytes)
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        // A vote must survive a crash before it is granted.
+        // A vote must survive a crash before it is granted. Inline, as appends (module comment).
         self.db
-            .flush_async()
-            .await
+            .flush()
             .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }

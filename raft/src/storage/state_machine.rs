@@ -131,9 +131,7 @@ impl StateMachine {
         batch.insert(MEMBERS, members);
         Ok(())
     }
-}
 
-impl StateMachine {
     /// Notes one entry's changes for the next write (a later change of an object replaces an
     /// earlier one).
     fn note(&mut self, changes: Vec<Change>) {
